@@ -1,0 +1,165 @@
+"""Argument checking and box preparation shared by every ROI operator.
+
+Every operator in :mod:`detector.ops` starts the same way: check the feature map, turn
+``boxes`` (``Tensor[K, 5]`` or ``list[Tensor[L, 4]]``) into one ``Tensor[K, 5]`` of
+``(batch_index, x1, y1, x2, y2)`` rows, check the batch indices, pick the dtype the
+kernels compute in, and neutralize rows whose coordinates are NaN or infinite.
+
+Why the last step: a NaN that reaches a C/C++ kernel is cast to ``int`` there, which is
+undefined behaviour (crash, garbage, or an endless loop). The contract
+(``shared/ROI_OPS.md``) says such samples read 0, so :func:`prepare` swaps every
+non-finite row for a harmless finite dummy box and hands back a mask; :func:`finish`
+writes 0 into those rows with ``torch.where`` so they also get no gradient. A row with
+any non-finite coordinate reads 0 in every bin (every one of its samples is affected).
+
+Half types (float16 / bfloat16) are computed in float32 and cast back, because the
+kernels accumulate sums and float16 sums of a few hundred samples lose digits. Boxes in
+float32 with half features are accepted (that is what autocast produces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+BoxesType = Union[Tensor, Sequence[Tensor]]
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def pair(output_size, name: str = "output_size") -> tuple[int, int]:
+    """``int`` or ``(PH, PW)`` -> ``(PH, PW)``; both must be positive ints."""
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) != 2:
+            raise ValueError(f"{name} must be an int or a pair (PH, PW), got {output_size!r}")
+        values = tuple(output_size)
+    else:
+        values = (output_size, output_size)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must hold ints, got {output_size!r}")
+        if v <= 0:
+            raise ValueError(f"{name} must be positive, got {output_size!r}")
+    return values  # type: ignore[return-value]
+
+
+def check_scale(spatial_scale) -> float:
+    """``spatial_scale`` must be a finite positive number (``1 / stride``)."""
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)):
+        raise TypeError(f"spatial_scale must be a float such as 1/16, got {spatial_scale!r}")
+    scale = float(spatial_scale)
+    if not (scale > 0 and scale < float("inf")):
+        raise ValueError(f"spatial_scale must be finite and > 0 (1 / stride), got {spatial_scale!r}")
+    return scale
+
+
+def check_sampling_ratio(sampling_ratio) -> int:
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 means adaptive), got {sampling_ratio!r}")
+    return sampling_ratio
+
+
+def check_mode(mode) -> str:
+    if mode not in ("avg", "max"):
+        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+    return mode
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype kernels run in: float32 for half types, the dtype itself otherwise."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def _check_input(input: Tensor) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a Tensor[N, C, H, W], got {type(input).__name__}")
+    if input.dim() != 4:
+        raise ValueError(f"input must be a Tensor[N, C, H, W], got shape {tuple(input.shape)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"input must be float32/float64/float16/bfloat16, got {input.dtype}")
+
+
+def _check_box_tensor(t: Tensor, input: Tensor, what: str, width: int) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{what} must be a Tensor, got {type(t).__name__}")
+    if t.dim() != 2 or t.shape[1] != width:
+        raise ValueError(f"{what} must have shape [K, {width}], got {tuple(t.shape)}")
+    if t.device != input.device:
+        raise ValueError(f"{what} is on {t.device} but input is on {input.device}; move them to one device")
+    ok_dtype = t.dtype == input.dtype or (input.dtype in HALF_DTYPES and t.dtype == torch.float32)
+    if not ok_dtype:
+        raise TypeError(
+            f"{what} has dtype {t.dtype} but input has {input.dtype}; use the input's dtype"
+            " (float32 boxes are also accepted with half-precision input)"
+        )
+
+
+def boxes_to_rois(boxes: BoxesType, input: Tensor) -> Tensor:
+    """``Tensor[K, 5]`` or ``list[Tensor[L_i, 4]]`` -> ``Tensor[K, 5]`` (checked, not cast)."""
+    if isinstance(boxes, Tensor):
+        _check_box_tensor(boxes, input, "boxes", 5)
+        return boxes
+    if not isinstance(boxes, (list, tuple)):
+        raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+    if len(boxes) == 0:
+        return input.new_zeros((0, 5), dtype=compute_dtype(input.dtype))
+    for i, b in enumerate(boxes):
+        _check_box_tensor(b, input, f"boxes[{i}]", 4)
+    dtype = boxes[0].dtype
+    if any(b.dtype != dtype for b in boxes):
+        raise TypeError(f"boxes must all share one dtype, got {sorted({str(b.dtype) for b in boxes})}")
+    counts = torch.tensor([b.shape[0] for b in boxes], device=input.device)
+    ids = torch.repeat_interleave(torch.arange(len(boxes), device=input.device, dtype=dtype), counts)
+    return torch.cat([ids[:, None], torch.cat(list(boxes), 0)], 1)  # (K, 1) + (K, 4) -> (K, 5)
+
+
+@dataclass
+class Prepared:
+    """What a kernel needs: the input and rois in the compute dtype, and the NaN mask."""
+
+    input: Tensor  # (N, C, H, W), compute dtype
+    rois: Tensor  # (K, 5), compute dtype, every coordinate finite
+    finite: Optional[Tensor]  # (K,) bool, None when every row was finite
+    out_dtype: torch.dtype
+
+
+def prepare(input: Tensor, boxes: BoxesType) -> Prepared:
+    """Check ``input`` and ``boxes`` and return them ready for a kernel (see module doc)."""
+    _check_input(input)
+    rois = boxes_to_rois(boxes, input)
+    cdtype = compute_dtype(input.dtype)
+    x = input.to(cdtype)
+    rois = rois.to(cdtype)
+    finite = None
+    if rois.shape[0] > 0:
+        batch = rois[:, 0]
+        bad_batch = ~((batch == torch.floor(batch)) & (batch >= 0) & (batch < input.shape[0]))
+        finite_rows = torch.isfinite(rois[:, 1:]).all(1)
+        any_bad, all_finite = torch.stack([bad_batch.any(), finite_rows.all()]).tolist()  # one sync
+        if any_bad:
+            value = batch[bad_batch][0].item()
+            raise ValueError(
+                f"boxes: batch index {value!r} is not an integer in [0, {input.shape[0]}) "
+                f"(input has N={input.shape[0]} images)"
+            )
+        if not all_finite:
+            finite = finite_rows
+            coords = torch.where(finite_rows[:, None], rois[:, 1:], torch.zeros_like(rois[:, 1:]))
+            rois = torch.cat([rois[:, :1], coords], 1)  # dummy box (0, 0, 0, 0) on bad rows
+    return Prepared(x, rois, finite, input.dtype)
+
+
+def finish(out: Tensor, prepared: Prepared) -> Tensor:
+    """Zero the rows of non-finite boxes (no gradient either) and cast back to the input dtype."""
+    if prepared.finite is not None:
+        out = torch.where(prepared.finite[:, None, None, None], out, torch.zeros_like(out))
+    return out.to(prepared.out_dtype)
+
+
+def round_half_away(v: Tensor) -> Tensor:
+    """C's ``round``: halves go away from zero (``torch.round`` rounds half to even)."""
+    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)

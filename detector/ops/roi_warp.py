@@ -1,0 +1,79 @@
+"""RoIWarp: snap the box to the feature grid, then sample bilinearly (Mask R-CNN Table 2c).
+
+Each coordinate becomes ``round(v * s) / s`` (half away from zero, like C's ``round``;
+``torch.round`` would round halves to even), then everything is :func:`roi_align` with the
+same ``sampling_ratio``, ``aligned`` and ``mode``. Comparing RoIWarp with RoIAlign isolates
+the effect of *alignment*; comparing it with RoIPool isolates *bilinear sampling*.
+
+Example:
+    >>> import torch
+    >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> roi_warp(x, torch.tensor([[0, 0.2, 0.2, 2.2, 2.2]]), 1, sampling_ratio=2, aligned=True)
+    tensor([[[[5.]]]])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._common import (
+    BoxesType,
+    check_mode,
+    check_sampling_ratio,
+    check_scale,
+    finish,
+    pair,
+    prepare,
+    round_half_away,
+)
+from .roi_align import _align_prepared
+
+
+def roi_warp(
+    input: Tensor,
+    boxes: BoxesType,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    mode: str = "avg",
+) -> Tensor:
+    """RoIAlign on boxes snapped to the feature grid. Arguments as :func:`roi_align`.
+
+    Returns:
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+    """
+    ph, pw = pair(output_size)
+    scale = check_scale(spatial_scale)
+    sampling_ratio = check_sampling_ratio(sampling_ratio)
+    check_mode(mode)
+    p = prepare(input, boxes)
+    snapped = round_half_away(p.rois[:, 1:] * scale) / scale  # (K, 4) on grid lines
+    p.rois = torch.cat([p.rois[:, :1], snapped], 1)
+    return finish(_align_prepared(p, ph, pw, scale, sampling_ratio, bool(aligned), mode), p)
+
+
+class RoIWarp(nn.Module):
+    """Module form of :func:`roi_warp`: ``RoIWarp(7, 1 / 16, sampling_ratio=2)(features, boxes)``."""
+
+    def __init__(
+        self, output_size, spatial_scale: float, sampling_ratio: int = -1, aligned: bool = False, mode: str = "avg"
+    ):
+        super().__init__()
+        self.output_size = pair(output_size)
+        self.spatial_scale = check_scale(spatial_scale)
+        self.sampling_ratio = check_sampling_ratio(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.mode = check_mode(mode)
+
+    def forward(self, input: Tensor, boxes: BoxesType) -> Tensor:
+        return roi_warp(
+            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned, self.mode
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}"
+        )
