@@ -1,0 +1,195 @@
+"""How much does RoIPool's quantization cost on *your* boxes? Measured before any training.
+
+For every ground-truth box of a COCO file, at a backbone stride, this computes the image
+region each ROI layer reads (:mod:`.regions`, the rules of ``shared/ROI_OPS.md``) and reports,
+by COCO object size:
+
+- the IoU between the true box and that region (the slides' box at stride 32: 0.652, so a
+  third of what the classifier sees is not the object);
+- the misalignment of each edge in pixels (region minus box; RoIPool's inclusive cell count
+  makes x2/y2 grow by half a cell on average, its rounding moves x1/y1 both ways);
+- for RoIPool, the mean IoU of its ``PH x PW`` bins with the ideal bins (the second,
+  width/height quantization, which depends on the output size).
+
+RoIWarp and RoIAlign rows are measured with ``aligned=True`` by default: with it, a bilinear
+sample reads exactly where the footprint model of :mod:`.regions` puts the pixel, so their
+rows isolate *rounding* (RoIWarp) from no rounding at all (RoIAlign: IoU 1). Whether
+``aligned=False`` (torchvision's default) is half a cell off depends on where a backbone's
+padded convolutions put each cell's centre, so that comparison is opt-in (``--no-aligned``).
+
+Run it::
+
+    python -m detector.analysis.quantization                      # built-in synthetic data
+    python -m detector.analysis.quantization --annotations instances_val2017.json \
+        --stride 16 32 --min-size 800 --max-size 1333 --out runs/quantization
+
+It writes ``quantization.csv`` (every statistic), ``quantization.json`` (the same plus the
+settings), ``quantization.md`` (the readable subset, also printed) and ``quantization.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .coco_boxes import SIZE_LABELS, GroundTruthBoxes, load_gt_boxes
+from .regions import REGION_OPS, paired_iou, read_region, roi_pool_bin_iou
+from .tables import markdown_table, write_csv, write_json
+
+EDGES = ("x1", "y1", "x2", "y2")
+#: Columns of the printed/Markdown table (the CSV and JSON carry every statistic).
+DISPLAY_COLUMNS = ("stride", "op", "size", "n", "iou_mean", "iou_p10", "iou_median",
+                   "frac_iou_below_0.7", "abs_shift_x1", "abs_shift_y1", "abs_shift_x2",
+                   "abs_shift_y2", "max_abs_shift", "bin_iou_mean")
+DISPLAY_HEADERS = ("stride", "op", "size", "boxes", "IoU mean", "IoU p10", "IoU median",
+                   "IoU<0.7", "|dx1| px", "|dy1| px", "|dx2| px", "|dy2| px", "max |d| px",
+                   "bin IoU")
+
+
+def measure(boxes: np.ndarray, stride: float, output_size=7, image_sizes=None,
+            aligned: bool = True, ops=REGION_OPS) -> dict:
+    """Per-box measurements for each op: ``{op: {"region", "iou", "shift"[, "bin_iou"]}}``.
+
+    boxes (float[K, 4]) as (x1, y1, x2, y2); image_sizes (float[K, 2]) as (W, H) or None.
+    ``shift`` (float[K, 4]) is region minus box per edge, in image pixels.
+    """
+    out = {}
+    for op in ops:
+        region = read_region(boxes, stride, op, image_sizes=image_sizes, aligned=aligned)
+        rec = {"region": region, "iou": paired_iou(boxes, region), "shift": region - boxes}
+        if op == "roi_pool":
+            rec["bin_iou"] = roi_pool_bin_iou(boxes, stride, output_size, image_sizes)
+        out[op] = rec
+    return out
+
+
+def _stats(rec: dict, mask: np.ndarray) -> dict:
+    n = int(mask.sum())
+    row = {"n": n}
+    iou = rec["iou"][mask]
+    shift = rec["shift"][mask]  # (n, 4)
+    nan = float("nan")
+    row.update({
+        "iou_mean": float(iou.mean()) if n else nan,
+        "iou_std": float(iou.std()) if n else nan,
+        "iou_min": float(iou.min()) if n else nan,
+        "iou_p10": float(np.percentile(iou, 10)) if n else nan,
+        "iou_median": float(np.median(iou)) if n else nan,
+        "iou_p90": float(np.percentile(iou, 90)) if n else nan,
+        "frac_iou_below_0.7": float((iou < 0.7).mean()) if n else nan,
+        "frac_iou_below_0.5": float((iou < 0.5).mean()) if n else nan,
+    })
+    for j, e in enumerate(EDGES):
+        row[f"shift_{e}"] = float(shift[:, j].mean()) if n else nan  # signed: bias
+        row[f"abs_shift_{e}"] = float(np.abs(shift[:, j]).mean()) if n else nan
+    row["mean_abs_shift"] = float(np.abs(shift).mean()) if n else nan
+    row["max_abs_shift"] = float(np.abs(shift).max()) if n else nan
+    row["bin_iou_mean"] = float(rec["bin_iou"][mask].mean()) if ("bin_iou" in rec and n) else nan
+    return row
+
+
+def summarize(per_box: dict, sizes: np.ndarray, stride: float) -> list[dict]:
+    """Table rows: one per (op, size) with size in ("all", "small", "medium", "large")."""
+    rows = []
+    for op, rec in per_box.items():
+        for size in ("all",) + SIZE_LABELS:
+            mask = np.ones(len(sizes), bool) if size == "all" else (sizes == size)
+            rows.append({"stride": stride, "op": op, "size": size, **_stats(rec, mask)})
+    return rows
+
+
+def analyze(gt: GroundTruthBoxes, strides=(32,), output_size=7, aligned: bool = True):
+    """Measure and summarize ``gt`` at each stride -> ``(rows, {stride: per_box})``."""
+    rows, per_stride = [], {}
+    for stride in strides:
+        per_box = measure(gt.boxes, stride, output_size, gt.image_sizes, aligned)
+        per_stride[stride] = per_box
+        rows += summarize(per_box, gt.sizes, stride)
+    return rows, per_stride
+
+
+def default_dataset(root: str | Path) -> tuple[Path, Path]:
+    """The built-in synthetic COCO folder (created on first use) as ``(images, annotations)``."""
+    try:
+        from detector.data.synthetic import ensure_synthetic_coco
+    except ImportError as e:  # the data package is a sibling module of this project
+        raise ValueError("no --annotations given and the built-in synthetic dataset "
+                         f"(detector.data.synthetic) cannot be imported: {e}") from e
+    ds = ensure_synthetic_coco(root)
+    for images_key, ann_key in (("images", "annotations"), ("image_dir", "ann_file")):
+        if hasattr(ds, ann_key):
+            return Path(getattr(ds, images_key)), Path(getattr(ds, ann_key))
+    if isinstance(ds, (tuple, list)) and len(ds) == 2:
+        return Path(ds[0]), Path(ds[1])
+    raise ValueError(f"ensure_synthetic_coco returned {ds!r}; expected (images, annotations)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m detector.analysis.quantization",
+        description="IoU between each ground-truth box and the region RoIPool (RoIWarp, RoIAlign) "
+                    "reads, and per-edge misalignment in pixels, by COCO object size.")
+    p.add_argument("--annotations", type=Path, help="COCO instances JSON (default: built-in data)")
+    p.add_argument("--images", type=Path, help="image folder (only checked to exist; sizes are "
+                   "read from the annotations' width/height)")
+    p.add_argument("--data-root", type=Path, default=Path("data/synthetic"),
+                   help="where the built-in synthetic dataset lives when --annotations is not given")
+    p.add_argument("--stride", type=int, nargs="+", default=[32], help="backbone stride(s)")
+    p.add_argument("--output-size", type=int, nargs="+", default=[7],
+                   help="ROI output size PH [PW] (for the per-bin IoU)")
+    p.add_argument("--min-size", type=float, help="resize like the detector: short side to this")
+    p.add_argument("--max-size", type=float, help="... long side at most this")
+    p.add_argument("--aligned", action=argparse.BooleanOptionalAction, default=True,
+                   help="RoIWarp/RoIAlign sample with aligned=True (default), the pixel convention "
+                        "that matches RoIPool's cell footprint; --no-aligned shows the half-cell "
+                        "shift of aligned=False under that footprint model")
+    p.add_argument("--include-crowd", action="store_true", help="also analyse iscrowd boxes")
+    p.add_argument("--out", type=Path, default=Path("runs/quantization"), help="output folder")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if len(args.output_size) > 2:
+        raise ValueError(f"--output-size takes 1 or 2 numbers, got {args.output_size}")
+    output_size = tuple(args.output_size) if len(args.output_size) == 2 else args.output_size[0]
+    if args.annotations is None:
+        images, annotations = default_dataset(args.data_root)
+    else:
+        images, annotations = args.images, args.annotations
+    if images is not None and not Path(images).is_dir():
+        raise ValueError(f"--images {str(images)!r} is not a folder")
+    gt = load_gt_boxes(annotations, args.min_size, args.max_size, args.include_crowd)
+    if len(gt.boxes) == 0:
+        raise ValueError(f"{str(annotations)!r} has no usable boxes (skipped: {gt.skipped})")
+    rows, per_stride = analyze(gt, args.stride, output_size, args.aligned)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {"annotations": str(annotations), "strides": args.stride,
+                "output_size": args.output_size, "min_size": args.min_size,
+                "max_size": args.max_size, "aligned": args.aligned, "boxes": len(gt.boxes),
+                "skipped": gt.skipped}
+    md = markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS)
+    write_csv(rows, args.out / "quantization.csv")
+    write_json({"settings": settings, "rows": rows}, args.out / "quantization.json")
+    (args.out / "quantization.md").write_text(
+        f"Quantization analysis of {annotations} ({len(gt.boxes)} boxes, skipped {gt.skipped}), "
+        f"output size {output_size}, aligned={args.aligned}\n\n" + md)
+    print(md)
+    if not args.no_plot:
+        from .plots import plot_quantization, save_figure
+        fig = plot_quantization(per_stride, gt.sizes)
+        save_figure(fig, args.out / "quantization.png")
+    print(f"wrote {args.out}/quantization.{{csv,json,md{'' if args.no_plot else ',png'}}}")
+    return {"rows": rows, "settings": settings}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:  # user input errors: one line, no traceback
+        sys.exit(f"error: {e}")

@@ -1,0 +1,117 @@
+"""The quantization report: COCO loading, per-size statistics, and the CLI on tiny data."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.analysis.coco_boxes import load_gt_boxes, resize_scale, size_category
+from detector.analysis.quantization import analyze, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_coco(path: Path) -> Path:
+    """Two images; the slides' object, a small, a medium box, a crowd and a zero-width box."""
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 800, "height": 576},
+                   {"id": 2, "file_name": "b.png", "width": 400, "height": 300}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [300, 210, 230, 180],
+             "area": 230 * 180, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 20, 20, 25], "area": 500,
+             "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [100, 50, 60, 70], "area": 4200,
+             "iscrowd": 0},
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000,
+             "iscrowd": 1},
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 10], "area": 0,
+             "iscrowd": 0},
+        ],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_load_gt_boxes_sizes_and_skips(tmp_path):
+    gt = load_gt_boxes(write_coco(tmp_path / "ann.json"))
+    np.testing.assert_array_equal(gt.boxes[0], [300, 210, 530, 390])
+    assert list(gt.sizes) == ["large", "small", "medium"]
+    assert gt.skipped == {"crowd": 1, "zero_size": 1}
+    np.testing.assert_array_equal(gt.image_sizes[1], [400, 300])
+    assert len(load_gt_boxes(tmp_path / "ann.json", include_crowd=True).boxes) == 4
+
+
+def test_resize_rule_and_size_thresholds():
+    # short side 300 -> 600 (x2) unless the long side would pass max_size
+    np.testing.assert_allclose(resize_scale([400, 2000], [300, 300], 600, 1000), [2.0, 0.5])
+    np.testing.assert_allclose(resize_scale([400], [300], None, None), [1.0])
+    assert list(size_category([32 ** 2 - 1, 32 ** 2, 96 ** 2 - 1, 96 ** 2])) == [
+        "small", "medium", "medium", "large"]
+
+
+def test_load_gt_boxes_names_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_gt_boxes(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{\"images\": []}")
+    with pytest.raises(ValueError, match="bad.json.*'images'/'annotations'"):
+        load_gt_boxes(tmp_path / "bad.json")
+
+
+def test_rows_by_op_and_size(tmp_path):
+    gt = load_gt_boxes(write_coco(tmp_path / "ann.json"))
+    rows, _ = analyze(gt, strides=(32, 16), output_size=3)
+    assert len(rows) == 2 * 3 * 4  # strides x ops x (all, small, medium, large)
+    pool_large = next(r for r in rows if (r["stride"], r["op"], r["size"]) == (32, "roi_pool", "large"))
+    assert pool_large["n"] == 1 and pool_large["iou_mean"] == pytest.approx(0.65247, abs=1e-5)
+    assert pool_large["shift_x1"] == -12 and pool_large["shift_y1"] == 14
+    assert pool_large["shift_x2"] == 46 and pool_large["shift_y2"] == 26
+    pool_all = next(r for r in rows if (r["stride"], r["op"], r["size"]) == (32, "roi_pool", "all"))
+    per_size = [r for r in rows if r["stride"] == 32 and r["op"] == "roi_pool" and r["size"] != "all"]
+    assert pool_all["n"] == sum(r["n"] for r in per_size) == 3
+    assert pool_all["iou_mean"] == pytest.approx(sum(r["n"] * r["iou_mean"] for r in per_size) / 3)
+    align = next(r for r in rows if (r["stride"], r["op"], r["size"]) == (32, "roi_align", "all"))
+    assert align["iou_min"] == 1.0 and align["max_abs_shift"] == 0.0  # default aligned=True
+    legacy, _ = analyze(gt, strides=(32,), output_size=3, aligned=False)
+    legacy_align = next(r for r in legacy if (r["op"], r["size"]) == ("roi_align", "large"))
+    assert legacy_align["shift_x1"] == 16.0 and legacy_align["iou_mean"] < 0.75
+    # finer stride, less quantization
+    pool16 = next(r for r in rows if (r["stride"], r["op"], r["size"]) == (16, "roi_pool", "all"))
+    assert pool16["iou_mean"] > pool_all["iou_mean"]
+
+
+def test_cli_writes_table_json_markdown_and_plot(tmp_path, capsys):
+    ann = write_coco(tmp_path / "ann.json")
+    out = tmp_path / "q"
+    main(["--annotations", str(ann), "--stride", "32", "--output-size", "3", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| 32 | roi_pool | large | 1 | 0.652 |" in printed
+    with (out / "quantization.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["op"] for r in rows} == {"roi_pool", "roi_warp", "roi_align"}
+    js = json.loads((out / "quantization.json").read_text())
+    assert js["settings"]["boxes"] == 3 and len(js["rows"]) == 12
+    assert "IoU mean" in (out / "quantization.md").read_text()
+    assert (out / "quantization.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_as_module_subprocess(tmp_path):
+    ann = write_coco(tmp_path / "ann.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "detector.analysis.quantization", "--annotations", str(ann),
+         "--stride", "16", "32", "--no-plot", "--out", str(tmp_path / "q")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "| 16 | roi_pool | all | 3 |" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "detector.analysis.quantization", "--annotations",
+         str(tmp_path / "nope.json"), "--out", str(tmp_path / "q")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert bad.returncode != 0 and "nope.json" in bad.stderr and "Traceback" not in bad.stderr
