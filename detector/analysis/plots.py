@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .coco_boxes import SIZE_LABELS
 
@@ -63,10 +64,10 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
             idx = rng.choice(idx, max_points, replace=False)
         for op, rec in per_box.items():
             ax.scatter(side[idx], rec["iou"][idx], s=6, alpha=0.5, color=OP_COLORS.get(op), label=op)
-        for edge in (32, 96):
-            ax.axvline(edge, color="gray", ls=":", lw=1)
         ax.set(xscale="log", ylim=(0, 1.02), title=f"stride {stride}: IoU vs object size",
-               xlabel="sqrt(box area) [px] (dotted: COCO small/medium/large)", ylabel="IoU")
+               xlabel="sqrt(box area) [px, at the analysed scale]", ylabel="IoU")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(loc="lower right", markerscale=3)
 
         ax = row[2]
@@ -77,9 +78,10 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
                 mean_abs = np.abs(pool["shift"][m]).mean(axis=0)  # (4,)
                 ax.bar(np.arange(4) + (i - 1) * width, mean_abs, width, color=SIZE_COLORS[size],
                        label=size)
-        ax.axhline(stride / 2, color="gray", ls=":", lw=1)
+        for frac in (0.5, 1.0):
+            ax.axhline(stride * frac, color="gray", ls=":", lw=1)
         ax.set_xticks(range(4), ["x1", "y1", "x2", "y2"])
-        ax.set(title=f"stride {stride}: RoIPool mean |edge shift| (dotted: half a cell)",
+        ax.set(title=f"stride {stride}: RoIPool mean |edge shift| (dotted: 1/2, 1 cell)",
                ylabel="pixels")
         ax.legend()
     return fig

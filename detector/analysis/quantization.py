@@ -6,8 +6,10 @@ by COCO object size:
 
 - the IoU between the true box and that region (the slides' box at stride 32: 0.652, so a
   third of what the classifier sees is not the object);
-- the misalignment of each edge in pixels (region minus box; RoIPool's inclusive cell count
-  makes x2/y2 grow by half a cell on average, its rounding moves x1/y1 both ways);
+- the misalignment of each edge in pixels (region minus box). RoIPool's rounding moves x1/y1
+  up to half a cell either way (mean |shift| a quarter cell), while its inclusive cell count
+  ends the region at the far side of cell ``round(x2*s)``: x2/y2 move out by 0.5 to 1.5 cells,
+  one whole cell on average, so the region is biased a cell too wide and too tall;
 - for RoIPool, the mean IoU of its ``PH x PW`` bins with the ideal bins (the second,
   width/height quantization, which depends on the output size).
 
@@ -111,20 +113,23 @@ def analyze(gt: GroundTruthBoxes, strides=(32,), output_size=7, aligned: bool = 
     return rows, per_stride
 
 
-def default_dataset(root: str | Path) -> tuple[Path, Path]:
-    """The built-in synthetic COCO folder (created on first use) as ``(images, annotations)``."""
+def default_dataset(split: str = "val", cache_dir=None) -> tuple[Path, Path]:
+    """The built-in synthetic COCO folder (generated on first use) as ``(images, annotations)``.
+
+    Uses ``ensure_synthetic_coco``'s default parameters, so the folder is the one training on
+    the built-in data caches (``$DETECTOR_CACHE``, else ``~/.cache/detector``).
+    """
     try:
         from detector.data.synthetic import ensure_synthetic_coco
     except ImportError as e:  # the data package is a sibling module of this project
         raise ValueError("no --annotations given and the built-in synthetic dataset "
                          f"(detector.data.synthetic) cannot be imported: {e}") from e
-    ds = ensure_synthetic_coco(root)
-    for images_key, ann_key in (("images", "annotations"), ("image_dir", "ann_file")):
-        if hasattr(ds, ann_key):
-            return Path(getattr(ds, images_key)), Path(getattr(ds, ann_key))
-    if isinstance(ds, (tuple, list)) and len(ds) == 2:
-        return Path(ds[0]), Path(ds[1])
-    raise ValueError(f"ensure_synthetic_coco returned {ds!r}; expected (images, annotations)")
+    root = Path(ensure_synthetic_coco(cache_dir=cache_dir))
+    annotations = root / "annotations" / f"instances_{split}.json"
+    if not annotations.is_file():
+        raise ValueError(f"split {split!r} has no annotations in {root} (expected {annotations}); "
+                         "use --split train or val")
+    return root / split, annotations
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", type=Path, help="COCO instances JSON (default: built-in data)")
     p.add_argument("--images", type=Path, help="image folder (only checked to exist; sizes are "
                    "read from the annotations' width/height)")
-    p.add_argument("--data-root", type=Path, default=Path("data/synthetic"),
-                   help="where the built-in synthetic dataset lives when --annotations is not given")
+    p.add_argument("--split", default="val", help="split of the built-in data (train/val)")
+    p.add_argument("--cache-dir", type=Path, help="cache folder of the built-in data "
+                   "(default: $DETECTOR_CACHE, else ~/.cache/detector)")
     p.add_argument("--stride", type=int, nargs="+", default=[32], help="backbone stride(s)")
     p.add_argument("--output-size", type=int, nargs="+", default=[7],
                    help="ROI output size PH [PW] (for the per-bin IoU)")
@@ -158,7 +164,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--output-size takes 1 or 2 numbers, got {args.output_size}")
     output_size = tuple(args.output_size) if len(args.output_size) == 2 else args.output_size[0]
     if args.annotations is None:
-        images, annotations = default_dataset(args.data_root)
+        images, annotations = default_dataset(args.split, args.cache_dir)
     else:
         images, annotations = args.images, args.annotations
     if images is not None and not Path(images).is_dir():
