@@ -1,0 +1,137 @@
+"""Backbones at a chosen stride: VGG16 and ResNet-18/34/50 cut at stride 32 or 16.
+
+Stride 32 is the slides' setting (five stride-2 stages: VGG16 through pool5, ResNet
+through C5); stride 16 drops the last halving (VGG16 conv5_3, ResNet through C4), which
+makes each feature cell cover 16 x 16 px and so halves the quantization error of RoIPool.
+At stride 16 a ResNet's C5 stage is not thrown away: it becomes the ROI box head
+(Faster R-CNN "C4"), see `heads.Res5Head`.
+
+The layers are torchvision's own (`torchvision.models.*` built with `weights=None`);
+weights are loaded by `weights.load_backbone_weights`, never downloaded implicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .weights import load_backbone_weights
+
+# Number of output channels of the last kept stage, per (backbone, stride).
+BODY_CHANNELS = {
+    ("vgg16", 32): 512, ("vgg16", 16): 512,
+    ("resnet18", 32): 512, ("resnet18", 16): 256,
+    ("resnet34", 32): 512, ("resnet34", 16): 256,
+    ("resnet50", 32): 2048, ("resnet50", 16): 1024,
+}
+
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(32, channels)
+
+
+# "frozen_bn": fixed affine (fine-tuning); "bn": trained BatchNorm; "gn": GroupNorm(32),
+# batch-independent (training from scratch with a few images per batch).
+NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": _group_norm,
+}
+# Indices that end each VGG16 conv block in `vgg16().features` (the max-pools).
+_VGG16_POOLS = (4, 9, 16, 23, 30)
+
+
+class Backbone(nn.Module):
+    """`body` (a stride-`stride` CNN) followed by an optional 1x1 channel reduction.
+
+    Args:
+        body: maps `Tensor[N, 3, H, W]` to `Tensor[N, body_channels, H/stride, W/stride]`.
+        body_channels: channels `body` produces.
+        stride: total downsampling of `body`; the ROI ops use `spatial_scale = 1 / stride`.
+        out_channels: None keeps `body_channels`; an int adds a 1x1 conv (no activation,
+            like an FPN lateral) so the RPN and box head see fewer channels.
+
+    Attributes:
+        out_channels (int), stride (int): read by the RPN and heads when they are built.
+    """
+
+    def __init__(self, body: nn.Module, body_channels: int, stride: int, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.stride = stride
+        if out_channels is None:
+            self.reduce = nn.Identity()
+            self.out_channels = body_channels
+        else:
+            self.reduce = nn.Conv2d(body_channels, out_channels, kernel_size=1)
+            nn.init.kaiming_uniform_(self.reduce.weight, a=1)
+            nn.init.zeros_(self.reduce.bias)
+            self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """`Tensor[N, 3, H, W]` -> `Tensor[N, out_channels, H/stride, W/stride]`.
+
+        Exact when H and W are multiples of 32, which GeneralizedRCNNTransform's padding
+        (size_divisible=32) guarantees; otherwise ResNet rounds up and VGG rounds down.
+        """
+        return self.reduce(self.body(images))
+
+
+def _freeze(stages: list[nn.Module], trainable_layers: int) -> None:
+    """Freeze all but the top `trainable_layers` of `stages` (ordered bottom to top)."""
+    for i, stage in enumerate(stages):
+        stage.requires_grad_(i >= len(stages) - trainable_layers)
+
+
+def _resnet(name: str, stride: int, weights: str | None, norm: str, trainable_layers: int,
+            out_channels: int | None) -> tuple[Backbone, nn.Module | None]:
+    norm_layer: Callable[..., nn.Module] = NORM_LAYERS[norm]
+    net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+    if weights is not None:
+        load_backbone_weights(net, name, weights)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    _freeze([stem, net.layer1, net.layer2, net.layer3, net.layer4], trainable_layers)
+    if stride == 32:
+        body = nn.Sequential(stem, net.layer1, net.layer2, net.layer3, net.layer4)
+        return Backbone(body, BODY_CHANNELS[(name, 32)], 32, out_channels), None
+    body = nn.Sequential(stem, net.layer1, net.layer2, net.layer3)
+    return Backbone(body, BODY_CHANNELS[(name, 16)], 16, out_channels), net.layer4
+
+
+def _vgg16(stride: int, weights: str | None, trainable_layers: int, out_channels: int | None) -> Backbone:
+    net = torchvision.models.vgg16(weights=None)
+    if weights is not None:
+        load_backbone_weights(net, "vgg16", weights)
+    features = net.features
+    bounds = (0,) + tuple(p + 1 for p in _VGG16_POOLS)
+    blocks = [features[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if stride == 16:
+        blocks[-1] = blocks[-1][:-1]  # conv5_3 + ReLU, without pool5
+    _freeze(blocks, trainable_layers)
+    return Backbone(nn.Sequential(*blocks), 512, stride, out_channels)
+
+
+def build_backbone(name: str, stride: int, *, weights: str | None = None, norm: str = "frozen_bn",
+                   trainable_layers: int = 5, out_channels: int | None = None) -> tuple[Backbone, nn.Module | None]:
+    """Build `name` cut at `stride`.
+
+    Returns:
+        (backbone, c5): `c5` is the ResNet C5 stage (`layer4`) when a ResNet is cut at
+        stride 16, to be used as the ROI head (`heads.Res5Head`); None otherwise. Its
+        trainability follows `trainable_layers` like any other stage.
+
+    Example:
+        >>> backbone, c5 = build_backbone("resnet18", 16)
+        >>> backbone(torch.zeros(1, 3, 64, 96)).shape
+        torch.Size([1, 256, 4, 6])
+    """
+    if (name, stride) not in BODY_CHANNELS:
+        raise ValueError(f"unknown backbone/stride {name!r}/{stride}: expected one of {sorted(BODY_CHANNELS)}")
+    if norm not in NORM_LAYERS:
+        raise ValueError(f"norm={norm!r} must be one of {sorted(NORM_LAYERS)}")
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers={trainable_layers} must be in [0, 5]")
+    if name == "vgg16":
+        return _vgg16(stride, weights, trainable_layers, out_channels), None
+    return _resnet(name, stride, weights, norm, trainable_layers, out_channels)

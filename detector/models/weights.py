@@ -1,0 +1,78 @@
+"""Loading backbone weights: a local state-dict file, or a torchvision weights name.
+
+Why not `torchvision.models.resnet18(weights=...)`: that downloads silently, and this
+project must never download anything the user did not ask for. We always build with
+`weights=None` and load the state dict ourselves, strictly, so a file for the wrong
+architecture fails loudly with the keys that do not match instead of training on
+half-random weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def _unwrap(state: object, path: str) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or one wrapped as {"state_dict": ...} / {"model": ...}."""
+    if isinstance(state, dict) and len(state) == 1:
+        (key,) = state.keys()
+        if key in ("state_dict", "model") and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path!r} does not hold a state dict (a dict of tensors); got {type(state).__name__}")
+    return state
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`model.load_state_dict(state, strict=True)` with an error that lists the mismatch."""
+    result = model.load_state_dict(state, strict=False)
+    # FrozenBatchNorm2d drops `num_batches_tracked` itself; those never count as unexpected.
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+    missing = list(result.missing_keys)
+    if missing or unexpected:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "") if keys else "none"
+
+        raise ValueError(
+            f"weights from {source} do not fit {type(model).__name__}: missing keys: {show(missing)}; "
+            f"unexpected keys: {show(unexpected)}. Pass the state dict of the torchvision "
+            "classification model of the same architecture (e.g. resnet18-f37072fd.pth for resnet18)."
+        )
+
+
+def load_backbone_weights(model: nn.Module, arch: str, weights: str) -> None:
+    """Load `weights` (local file path or torchvision weights name) into the torchvision
+    classification model `model` of architecture `arch`, in place.
+
+    A weights name downloads through torchvision's cache only because the user asked for
+    it; any failure (no network, refused download) becomes a RuntimeError telling the
+    user to pass a local state-dict file instead.
+    """
+    if os.path.isfile(weights):
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # corrupt file, pickled module instead of a state dict, ...
+            raise ValueError(f"could not read weights file {weights!r} as a state dict: {err}") from err
+        load_state_dict_strict(model, _unwrap(state, weights), f"file {weights!r}")
+        return
+
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(arch)
+    try:
+        entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except KeyError:
+        names = ["DEFAULT"] + [w.name for w in enum]
+        raise ValueError(f"weights={weights!r} is neither an existing file nor one of {names} for {arch}") from None
+    try:
+        state = entry.get_state_dict(progress=False)
+    except Exception as err:  # URLError, HTTPError, OSError, SSL errors ...
+        raise RuntimeError(
+            f"could not download torchvision weights {arch} {entry.name} from {entry.url} ({type(err).__name__}: {err}). "
+            f"This machine may have no network access: download the file elsewhere and pass its local path as "
+            f"weights='/path/to/{os.path.basename(entry.url)}'."
+        ) from err
+    load_state_dict_strict(model, state, f"torchvision {arch} {entry.name}")
