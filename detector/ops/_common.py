@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
+import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_align / roi_pool)
 from torch import Tensor
 
 BoxesType = Union[Tensor, Sequence[Tensor]]

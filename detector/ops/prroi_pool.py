@@ -5,22 +5,147 @@ The feature map is read as the continuous function
 (zero beyond the map), and each bin's value is the integral of ``f`` over the bin divided
 by the bin's area. There is no sampling ratio to tune and the output is a smooth function
 of the box, so gradients reach the box coordinates too (IoU-Net refines boxes that way).
+The box is ``x1*s .. x2*s`` by ``y1*s .. y2*s`` with no half-cell offset; a box with
+``x2 < x1`` (or ``y2 < y1``) has zero width (as in the IoU-Net code), and a bin of zero area
+gives 0 with zero gradient.
+
+Why it is cheap: the integral separates. With ``Hint`` the antiderivative of ``hat``,
+``Wy[ph, i] = Hint(y_hi - i) - Hint(y_lo - i)`` (and ``Wx`` likewise) are the exact
+per-row / per-column weights of bin ``(ph, pw)``, and
+``out[ph, pw] = sum_ij Wy[ph, i] F[i, j] Wx[pw, j] / area``: two small matrix products.
+
+Two paths, chosen by measurement (``benchmarks/roi_ops.py``):
+
+- CPU with the C++ extension: ``csrc/prroi_pool.cpp`` (sparse per-box weight tables,
+  gradients for the features and the box, analytic).
+- Otherwise (CUDA, no compiler, half types are computed in float32 first): dense ``Wy``
+  ``(K, PH, H)`` and ``Wx`` ``(K, PW, W)`` and two ``matmul``s per image, chunked so the
+  intermediate stays below ``_CHUNK_ELEMENTS``; autograd differentiates it, box
+  coordinates included.
+
+Example:
+    >>> import torch
+    >>> x = torch.ones(1, 1, 6, 6)
+    >>> prroi_pool(x, torch.tensor([[0, 1.0, 1.0, 4.0, 4.0]]), 2)[0, 0]
+    tensor([[1., 1.],
+            [1., 1.]])
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ._common import BoxesType, check_scale, finish, pair, prepare
+from ._extension import load_extension
+
+# Upper bound on elements of one (chunk*PH, C*W) intermediate in the torch path.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class _PrRoIPoolFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, rois, ph, pw, scale):
+        out = load_extension().prroi_forward(input, rois, scale, ph, pw)
+        ctx.args = (scale, ph, pw)
+        # The output is only needed for the box gradient (d out / d area).
+        ctx.save_for_backward(input, rois, out if ctx.needs_input_grad[1] else None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        input, rois, out = ctx.saved_tensors
+        scale, ph, pw = ctx.args
+        need_input, need_rois = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        placeholder = out if out is not None else grad
+        grad_input, grad_rois = load_extension().prroi_backward(
+            grad, input, rois, placeholder, scale, ph, pw, need_input, need_rois
+        )
+        return (grad_input if need_input else None), (grad_rois if need_rois else None), None, None, None
+
+
+def prroi_cpp(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float) -> Tensor:
+    """C++ path (CPU tensors of one dtype, float32 or float64; extension must be loaded)."""
+    return _PrRoIPoolFunction.apply(input, rois, ph, pw, scale)
+
+
+def _hat_integral(u: Tensor) -> Tensor:
+    """Antiderivative of ``max(0, 1 - |t|)`` from -inf: 0, (u+1)^2/2, 1-(1-u)^2/2, 1."""
+    a = (u + 1).clamp(0, 1)
+    b = u.clamp(0, 1)
+    return 0.5 * a * a + b - 0.5 * b * b
+
+
+def _axis_weights(start: Tensor, size: Tensor, bins: int, length: int) -> Tensor:
+    """Exact weights ``(K, bins, length)`` of each cell for each bin of ``[start, start + size]``."""
+    step = size / bins  # (K,)
+    p = torch.arange(bins, device=start.device, dtype=start.dtype)
+    lo = start[:, None] + p * step[:, None]  # (K, bins)
+    hi = start[:, None] + (p + 1) * step[:, None]
+    cells = torch.arange(length, device=start.device, dtype=start.dtype)
+    return _hat_integral(hi[:, :, None] - cells) - _hat_integral(lo[:, :, None] - cells)
+
+
+def prroi_torch(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float) -> Tensor:
+    """Pure-PyTorch path, any device, differentiable in ``input`` and ``rois`` (see module doc)."""
+    n, c, h, w = input.shape
+    k = rois.shape[0]
+    coords = rois[:, 1:] * scale  # (K, 4) x1, y1, x2, y2 on the feature map
+    height = (coords[:, 3] - coords[:, 1]).clamp(min=0)
+    width = (coords[:, 2] - coords[:, 0]).clamp(min=0)
+    wy = _axis_weights(coords[:, 1], height, ph, h)  # (K, PH, H)
+    wx = _axis_weights(coords[:, 0], width, pw, w)  # (K, PW, W)
+    area = (height / ph) * (width / pw)  # (K,)
+    batch = rois[:, 0].detach().long()
+    step = max(1, _CHUNK_ELEMENTS // max(1, ph * c * w))
+    pieces, order = [], []
+    for image in torch.unique(batch).tolist() if k > 0 else []:
+        feat = input[image].permute(1, 0, 2).reshape(h, c * w)  # (C, H, W) -> (H, C*W)
+        idx = torch.nonzero(batch == image).flatten()
+        for start in range(0, idx.numel(), step):
+            sub = idx[start : start + step]
+            rows = (wy[sub].reshape(-1, h) @ feat).view(sub.numel(), ph * c, w)  # (k*PH, C*W) -> (k, PH*C, W)
+            both = rows @ wx[sub].transpose(1, 2)  # (k, PH*C, PW)
+            pieces.append(both.view(sub.numel(), ph, c, pw).permute(0, 2, 1, 3))  # -> (k, C, PH, PW)
+            order.append(sub)
+    if not pieces:
+        return input.new_zeros((0, c, ph, pw)) + input.sum() * 0 + rois.sum() * 0  # K == 0, graph kept
+    perm = torch.cat(order, 0)
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+    total = torch.cat(pieces, 0)[inverse]  # (K, C, PH, PW) integrals, in box order
+    positive = area > 0
+    safe = torch.where(positive, area, torch.ones_like(area))
+    return torch.where(positive[:, None, None, None], total / safe[:, None, None, None], torch.zeros_like(total))
+
+
+def use_cpp(input: Tensor) -> bool:
+    """The C++ kernel serves CPU float32/float64 when it is built; everything else uses torch."""
+    return input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64) and load_extension() is not None
 
 
 def prroi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float = 1.0) -> Tensor:
-    """Exact average of the bilinearly interpolated feature over every bin."""
+    """Exact average of the bilinearly interpolated feature over every bin.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature map.
+        boxes (Tensor[K, 5] or list[Tensor[L, 4]]): ``(batch_index, x1, y1, x2, y2)`` rows, or
+            one ``(x1, y1, x2, y2)`` tensor per image, in image coordinates. Differentiable.
+        output_size (int or (PH, PW)): bins per box.
+        spatial_scale (float): image -> feature coordinates, ``1 / stride``.
+
+    Returns:
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+    """
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
     p = prepare(input, boxes)
-    raise NotImplementedError("prroi_pool is being implemented (issue 2)")
-    return finish(p.input, p)
+    if use_cpp(p.input):
+        out = prroi_cpp(p.input, p.rois, ph, pw, scale)
+    else:
+        out = prroi_torch(p.input, p.rois, ph, pw, scale)
+    return finish(out, p)
 
 
 class PrRoIPool(nn.Module):
