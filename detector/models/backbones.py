@@ -17,9 +17,11 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .weights import load_backbone_weights
+from .weights import check_state_dict, load_backbone_weights, read_backbone_state
 
 # Number of output channels of the last kept stage, per (backbone, stride).
 BODY_CHANNELS = {
@@ -100,10 +102,20 @@ def _resnet(name: str, stride: int, weights: str | None, norm: str, trainable_la
 
 
 def _vgg16(stride: int, weights: str | None, trainable_layers: int, out_channels: int | None) -> Backbone:
-    net = torchvision.models.vgg16(weights=None)
+    # Only `features` is used: building the 120M-parameter classifier for real would cost
+    # seconds and half a gigabyte, so the full model exists on the meta device only, to
+    # check a weights file against (keys and shapes, strictly).
+    with torch.device("meta"):
+        reference = torchvision.models.vgg16(weights=None)
+    features = make_layers(vgg_cfgs["D"])
+    for m in features.modules():  # torchvision's VGG initialisation of its conv layers
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
     if weights is not None:
-        load_backbone_weights(net, "vgg16", weights)
-    features = net.features
+        state = read_backbone_state("vgg16", weights)
+        check_state_dict(reference, state, f"vgg16 weights {weights!r}")
+        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
     bounds = (0,) + tuple(p + 1 for p in _VGG16_POOLS)
     blocks = [features[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     if stride == 16:

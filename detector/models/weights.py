@@ -26,26 +26,42 @@ def _unwrap(state: object, path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """`model.load_state_dict(state, strict=True)` with an error that lists the mismatch."""
-    result = model.load_state_dict(state, strict=False)
-    # FrozenBatchNorm2d drops `num_batches_tracked` itself; those never count as unexpected.
-    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
-    missing = list(result.missing_keys)
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "") if keys else "none"
+def _show(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
+
+def check_state_dict(reference: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ValueError unless `state` has exactly `reference`'s keys and shapes.
+
+    `reference` may live on the meta device (no memory, no init), which is how VGG16's
+    120M-parameter classifier is checked without ever being built for real.
+    """
+    expected = reference.state_dict()
+    # `num_batches_tracked` never counts: FrozenBatchNorm2d has none, and torchvision's
+    # older checkpoints (resnet18-f37072fd.pth) predate it; BatchNorm fills it in itself.
+    unexpected = [k for k in state if k not in expected and not k.endswith("num_batches_tracked")]
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
         raise ValueError(
-            f"weights from {source} do not fit {type(model).__name__}: missing keys: {show(missing)}; "
-            f"unexpected keys: {show(unexpected)}. Pass the state dict of the torchvision "
-            "classification model of the same architecture (e.g. resnet18-f37072fd.pth for resnet18)."
+            f"weights from {source} do not fit {type(reference).__name__}: missing keys: {_show(missing)}; "
+            f"unexpected keys: {_show(unexpected)}; wrong shapes: {_show(wrong)}. Pass the state dict of the "
+            "torchvision classification model of the same architecture (e.g. resnet18-f37072fd.pth for resnet18)."
         )
 
 
-def load_backbone_weights(model: nn.Module, arch: str, weights: str) -> None:
-    """Load `weights` (local file path or torchvision weights name) into the torchvision
-    classification model `model` of architecture `arch`, in place.
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`model.load_state_dict(state)` after `check_state_dict`, so a mismatch lists its keys."""
+    check_state_dict(model, state, source)
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+
+
+def read_backbone_state(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    """The state dict `weights` names for torchvision's `arch` classification model:
+    a local file path, or a torchvision weights name ("DEFAULT", "IMAGENET1K_V1", ...).
 
     A weights name downloads through torchvision's cache only because the user asked for
     it; any failure (no network, refused download) becomes a RuntimeError telling the
@@ -56,8 +72,7 @@ def load_backbone_weights(model: nn.Module, arch: str, weights: str) -> None:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as err:  # corrupt file, pickled module instead of a state dict, ...
             raise ValueError(f"could not read weights file {weights!r} as a state dict: {err}") from err
-        load_state_dict_strict(model, _unwrap(state, weights), f"file {weights!r}")
-        return
+        return _unwrap(state, weights)
 
     from torchvision.models import get_model_weights
 
@@ -68,11 +83,15 @@ def load_backbone_weights(model: nn.Module, arch: str, weights: str) -> None:
         names = ["DEFAULT"] + [w.name for w in enum]
         raise ValueError(f"weights={weights!r} is neither an existing file nor one of {names} for {arch}") from None
     try:
-        state = entry.get_state_dict(progress=False)
+        return entry.get_state_dict(progress=False)
     except Exception as err:  # URLError, HTTPError, OSError, SSL errors ...
         raise RuntimeError(
             f"could not download torchvision weights {arch} {entry.name} from {entry.url} ({type(err).__name__}: {err}). "
             f"This machine may have no network access: download the file elsewhere and pass its local path as "
             f"weights='/path/to/{os.path.basename(entry.url)}'."
         ) from err
-    load_state_dict_strict(model, state, f"torchvision {arch} {entry.name}")
+
+
+def load_backbone_weights(model: nn.Module, arch: str, weights: str) -> None:
+    """Load `weights` (see `read_backbone_state`) into torchvision's `arch` model `model`."""
+    load_state_dict_strict(model, read_backbone_state(arch, weights), f"{arch} weights {weights!r}")
