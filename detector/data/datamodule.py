@@ -1,0 +1,254 @@
+"""LightningDataModule: train/val(/test) COCO splits or the built-in synthetic dataset.
+
+Every ``__init__`` argument is a plain typed value, so LightningCLI turns them into YAML
+keys (``data.batch_size: 8``) and ``--help`` lists them. Nothing heavy happens in
+``__init__``: the synthetic folder is generated in ``prepare_data`` (once per node), the
+datasets are built and checked in ``setup``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from detector.data.check import DatasetError, load_coco_json
+from detector.data.coco import CocoDetection
+from detector.data.shapes import SHAPES
+from detector.data.synthetic import ensure_synthetic_coco
+from detector.data.transforms import TransformConfig, build_transforms
+
+
+def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """Keep images and targets as lists: detection images differ in size and box count."""
+    images, targets = zip(*batch) if batch else ((), ())
+    return list(images), list(targets)
+
+
+def _first_existing(candidates: list[Path]) -> Path | None:
+    return next((c for c in candidates if c.exists()), None)
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Detection data for Lightning.
+
+    Args:
+        dataset: ``"synthetic"`` (the built-in shapes, generated on first use) or ``"coco"``.
+        root: for ``"coco"``, a folder with ``{train,val[,test]}[2017]/`` images and
+            ``annotations/instances_{split}[2017].json``; for ``"synthetic"``, the cache folder
+            (default ``$DETECTOR_CACHE`` or ``~/.cache/detector``).
+        train_images, train_annotations, val_images, val_annotations, test_images,
+            test_annotations: explicit paths; they override what ``root`` would give.
+        batch_size: training images per batch; ``val_batch_size`` defaults to it.
+        num_workers, pin_memory: DataLoader settings (workers stay alive between epochs).
+        masks: also yield instance masks (Mask R-CNN).
+        drop_empty: leave images without annotations out of *training* (evaluation keeps all).
+        check: run the dataset check in ``setup`` and stop with a readable report on errors.
+        hflip_prob, jitter, hue: training augmentation (``jitter`` is brightness, contrast and
+            saturation strength); min_size, max_size: optional resize (default none, see
+            :mod:`detector.data.transforms`).
+        seed: seeds the training shuffle (and, through it, the workers' augmentation RNGs).
+        synthetic_*: size of the synthetic splits, image size and generator seed.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["synthetic", "coco"] = "synthetic",
+        root: str | None = None,
+        train_images: str | None = None,
+        train_annotations: str | None = None,
+        val_images: str | None = None,
+        val_annotations: str | None = None,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        masks: bool = False,
+        drop_empty: bool = False,
+        check: bool = True,
+        hflip_prob: float = 0.5,
+        jitter: float = 0.2,
+        hue: float = 0.0,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        seed: int = 0,
+        synthetic_train: int = 1000,
+        synthetic_val: int = 200,
+        synthetic_test: int = 0,
+        synthetic_width: int = 400,
+        synthetic_height: int = 288,
+        synthetic_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if dataset not in ("synthetic", "coco"):
+            raise ValueError(f"dataset={dataset!r}: use 'synthetic' or 'coco'")
+        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
+            raise ValueError(f"batch_size={batch_size}, val_batch_size={val_batch_size} must be >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be >= 0 (0 loads in the main process)")
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = root
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.masks = masks
+        self.drop_empty = drop_empty
+        self.check = check
+        self.seed = seed
+        self.transform_config = TransformConfig(
+            hflip_prob=hflip_prob, brightness=jitter, contrast=jitter, saturation=jitter, hue=hue,
+            min_size=min_size, max_size=max_size,
+        )
+        self._explicit = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
+                          "test": (test_images, test_annotations)}
+        for split, (images, annotations) in self._explicit.items():
+            if (images is None) != (annotations is None):
+                raise ValueError(f"give both {split}_images and {split}_annotations, or neither "
+                                 f"(got {split}_images={images!r}, {split}_annotations={annotations!r})")
+        if dataset == "coco" and root is None and train_annotations is None:
+            raise ValueError("dataset='coco' needs root (a COCO folder) or train_images/train_annotations "
+                             "and val_images/val_annotations")
+        self.synthetic_options = dict(num_train=synthetic_train, num_val=synthetic_val, num_test=synthetic_test,
+                                      width=synthetic_width, height=synthetic_height, seed=synthetic_seed)
+        self._categories: tuple[list, list[str]] | None = None
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+
+    # ----------------------------------------------------------------------------- paths
+    def _synthetic_root(self) -> Path:
+        return ensure_synthetic_coco(**self.synthetic_options, cache_dir=self.root)
+
+    def split_paths(self, split: str) -> tuple[Path, Path] | None:
+        """``(images_dir, annotation_file)`` of a split, or None for an absent optional test split."""
+        images, annotations = self._explicit[split]
+        if images is not None:
+            return Path(images), Path(annotations)
+        if self.dataset == "synthetic":
+            if split == "test" and self.synthetic_options["num_test"] == 0:
+                return None
+            root = self._synthetic_root()
+            return root / split, root / "annotations" / f"instances_{split}.json"
+        if self.root is None:
+            if split == "test":
+                return None
+            raise ValueError(f"no {split} split: set {split}_images and {split}_annotations, or root")
+        root = Path(self.root)
+        image_candidates = [root / s for s in (split, f"{split}2017", f"images/{split}", f"images/{split}2017")]
+        ann_candidates = [root / "annotations" / f"instances_{s}.json" for s in (split, f"{split}2017")]
+        images_dir, ann = _first_existing(image_candidates), _first_existing(ann_candidates)
+        if images_dir is None or ann is None:
+            if split == "test":
+                return None
+            raise ValueError(
+                f"{root}: no {split} split found; looked for images in "
+                f"{', '.join(str(c) for c in image_candidates)} and annotations in "
+                f"{', '.join(str(c) for c in ann_candidates)}. Fix: use that layout or set "
+                f"{split}_images and {split}_annotations"
+            )
+        return images_dir, ann
+
+    @property
+    def val_annotation_file(self) -> str:
+        """The untouched val annotation file, the evaluator's ground truth."""
+        return str(self.split_paths("val")[1])
+
+    @property
+    def test_annotation_file(self) -> str | None:
+        paths = self.split_paths("test")
+        return None if paths is None else str(paths[1])
+
+    # ----------------------------------------------------------------------- categories
+    def _load_categories(self) -> tuple[list, list[str]]:
+        if self._categories is None:
+            if self.train_dataset is not None:
+                self._categories = (self.train_dataset.category_ids, self.train_dataset.category_names)
+            elif self.dataset == "synthetic" and self._explicit["train"][0] is None:
+                self._categories = (list(range(1, len(SHAPES) + 1)), list(SHAPES))  # known without generating
+            else:
+                data = load_coco_json(self.split_paths("train")[1])
+                cats = sorted((c["id"], str(c.get("name", c["id"]))) for c in data.get("categories", []))
+                self._categories = ([c for c, _ in cats], [n for _, n in cats])
+        return self._categories
+
+    @property
+    def num_classes(self) -> int:
+        """Categories + 1 (background), torchvision's convention; known before ``setup``."""
+        return len(self._load_categories()[0]) + 1
+
+    @property
+    def category_ids(self) -> list:
+        return self._load_categories()[0]
+
+    @property
+    def category_names(self) -> list[str]:
+        return self._load_categories()[1]
+
+    # --------------------------------------------------------------------------- stages
+    def prepare_data(self) -> None:
+        if self.dataset == "synthetic" and any(v[0] is None for v in self._explicit.values()):
+            self._synthetic_root()
+
+    def _build(self, split: str, train: bool) -> CocoDetection:
+        images_dir, ann = self.split_paths(split)
+        ds = CocoDetection(images_dir, ann, transforms=build_transforms(train, self.transform_config),
+                           masks=self.masks, drop_empty=self.drop_empty and train, check=self.check)
+        if self.train_dataset is not None and ds.category_ids != self.train_dataset.category_ids:
+            raise DatasetError(
+                f"{ann}: categories {dict(zip(ds.category_ids, ds.category_names))} differ from the training "
+                f"file's {dict(zip(self.train_dataset.category_ids, self.train_dataset.category_names))}; "
+                "fix: give every split the same 'categories' list"
+            )
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._build("train", train=True)
+            self._categories = (self.train_dataset.category_ids, self.train_dataset.category_names)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._build("val", train=False)
+        if stage in (None, "test") and self.test_dataset is None:
+            if self.split_paths("test") is None:
+                if stage == "test":
+                    raise ValueError("no test split: set test_images and test_annotations (or synthetic_test > 0)")
+            else:
+                self.test_dataset = self._build("test", train=False)
+
+    # ---------------------------------------------------------------------- dataloaders
+    def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=detection_collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_dataset is None:
+            self.setup("test")
+        return self._loader(self.test_dataset, self.val_batch_size, shuffle=False)
+
+    def describe(self) -> str:
+        """One line per built split, for logs."""
+        parts = [repr(d) for d in (self.train_dataset, self.val_dataset, self.test_dataset) if d is not None]
+        return "\n".join(parts) if parts else json.dumps(self.hparams, default=str)
