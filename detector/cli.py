@@ -1,0 +1,204 @@
+"""The command lines: `DetectorCLI` (train.py) and `EvaluateCLI` (evaluate.py).
+
+Both are `LightningCLI` subclasses over `DetectorModule` and `DetectionDataModule`, so every
+option is a YAML key and a flag, ``--help`` lists them with their types, and a bad key or
+value is reported by jsonargparse with the key's name and the accepted choices before
+anything is built. What the subclasses add:
+
+- the class count comes from the data: ``data.num_classes -> model.num_classes`` (linked
+  at instantiation, so it is never written twice and never disagrees);
+- every trainer writes checkpoints atomically (`AtomicCheckpointIO`, unless a config
+  names another CheckpointIO plugin);
+- train.py's runs live in ``trainer.default_root_dir`` (default ``runs/default``):
+  ``checkpoints/best.ckpt`` (best ``val/bbox_AP``) and ``checkpoints/last.ckpt`` (every
+  epoch and on interruption; `detector.checkpointing.default_checkpoint_callbacks`),
+  ``tensorboard/`` and ``csv/`` logs and the learning rate, unless the config lists its
+  own ModelCheckpoint / logger. One key therefore moves a whole run (the ablation sets
+  ``--trainer.default_root_dir runs/<variant>``);
+- a value that only the constructors can check (``DetectorConfig`` ranges, ...) ends the
+  run like a parse error (``error: ...``, exit code 2) instead of a traceback;
+- the datamodule's init arguments are stored in every checkpoint (as Lightning's
+  ``datamodule_hyper_parameters``), so evaluate.py can rebuild the same validation data
+  from the checkpoint alone; ``--data.*`` flags override them.
+
+Optimizers are plain `DetectorModule` arguments (``model.optimizer``, ``model.lr``,
+``model.lr_schedule``, ``model.warmup_steps``, ...), so LightningCLI's own
+``--optimizer``/``--lr_scheduler`` are turned off: one way to say it, not two.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning_fabric.plugins.io.checkpoint_io import CheckpointIO
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from detector.checkpointing import AtomicCheckpointIO, default_checkpoint_callbacks
+from detector.data import DetectionDataModule
+from detector.lit import DetectorModule
+
+
+DEFAULT_ROOT_DIR = "runs/default"
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON-compatible Python (paths -> str, tuples -> lists, Namespaces -> dicts):
+    what can be stored in a checkpoint that loads with ``weights_only=True``."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    return json.loads(json.dumps(value, default=str))
+
+
+class DetectorCLI(LightningCLI):
+    """LightningCLI for `DetectorModule` + `DetectionDataModule` (see the module doc).
+
+    Example:
+        python train.py fit --config configs/quickstart.yaml
+        python train.py fit --config configs/quickstart.yaml --ckpt_path last   # resume
+        python train.py fit --config configs/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
+    """
+
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        # Lightning's automatic hparams logging merges model and data hparams into one dict
+        # and fails on shared names with different values (model.min_size is the detector's
+        # resize, data.min_size the loader's); DetectorModule logs both, prefixed, instead.
+        kwargs.setdefault("trainer_defaults", {})
+        kwargs["trainer_defaults"].setdefault("enable_autolog_hparams", False)
+        super().__init__(DetectorModule, DetectionDataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # our constructors' messages name the value and the fix
+            self._parser(self.subcommand).error(str(err))
+        store_data_hparams(self.datamodule, self._get(self.config, "data"))
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        kwargs.setdefault("plugins", with_atomic_checkpoints(trainer_config.get("plugins")))
+        if self.subcommand is not None:  # train.py: our checkpoints and loggers unless the config has its own
+            root = trainer_config.get("default_root_dir") or DEFAULT_ROOT_DIR
+            kwargs.setdefault("default_root_dir", root)
+            callbacks = list(trainer_config.get("callbacks") or [])
+            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                callbacks += default_checkpoint_callbacks(root)
+            if trainer_config.get("logger") in (None, True):
+                kwargs.setdefault("logger", default_loggers(root))
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
+            kwargs.setdefault("callbacks", callbacks)
+        return super().instantiate_trainer(**kwargs)
+
+
+def default_loggers(root_dir: str) -> list[Logger]:
+    """TensorBoard (``ROOT/tensorboard/version_N``) and CSV (``ROOT/csv/version_N/metrics.csv``)."""
+    return [TensorBoardLogger(save_dir=root_dir, name="tensorboard"), CSVLogger(save_dir=root_dir, name="csv")]
+
+
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """`plugins` as a list, plus `AtomicCheckpointIO` unless it already has a CheckpointIO."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def store_data_hparams(datamodule: Any, data_config: Any) -> None:
+    """Make Lightning store the datamodule's init args in checkpoints (if it does not already)."""
+    if datamodule is None or data_config is None:
+        return
+    if not getattr(datamodule, "hparams", None):
+        datamodule.save_hyperparameters(plain(data_config))
+
+
+def data_defaults_from_checkpoint(checkpoint_hparams: dict[str, Any] | None) -> dict[str, Any]:
+    """The datamodule arguments a checkpoint was trained with, minus Lightning's private keys."""
+    return {k: v for k, v in (checkpoint_hparams or {}).items() if not k.startswith("_")}
+
+
+def main_train(args: Any = None) -> DetectorCLI:
+    """Entry point of train.py."""
+    return DetectorCLI(args=args)
+
+
+class EvaluateCLI(DetectorCLI):
+    """``python evaluate.py CKPT [CKPT ...] --output DIR [--data.* ...] [--trainer.* ...]``.
+
+    No model options: each model is rebuilt from its checkpoint's hyperparameters. The
+    ``data.*`` defaults are the first checkpoint's datamodule arguments, so with no
+    ``--data`` flag the checkpoint is scored on the validation split it was trained with.
+    Every checkpoint is loaded and checked (`detector.evaluation.checkpoints`) against
+    the others and the data before the first image is read.
+    """
+
+    def __init__(self, args: Any = None) -> None:
+        kwargs: dict[str, Any] = {
+            "save_config_callback": None,
+            "trainer_defaults": {"logger": False, "enable_checkpointing": False, "devices": 1},
+            "load_from_checkpoint_support": False,
+        }
+        super().__init__(args=args, run=False, **kwargs)
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items()})
+        parser.add_lightning_class_args(self._datamodule_class, "data")
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("checkpoints", type=str, nargs="+", help="checkpoint files (.ckpt) written by train.py")
+        parser.add_argument("--output", type=str, required=True, help="folder for metrics.json and detections.json")
+        parser.add_argument("--per_class", type=bool, default=True, help="print per-class AP rows")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        from detector.evaluation.checkpoints import load_detector
+
+        super().parse_arguments(parser, args)  # first pass: finds the checkpoints (and rejects bad flags)
+        try:
+            self.loaded = [load_detector(p) for p in self.config.checkpoints]
+        except ValueError as err:
+            parser.error(str(err))
+        defaults = data_defaults_from_checkpoint(self.loaded[0].data_hparams)
+        known = data_keys(parser)
+        parser.set_defaults({f"data.{k}": v for k, v in defaults.items() if k in known})
+        super().parse_arguments(parser, args)  # second pass: --data.* flags override the checkpoint's
+
+    def instantiate_classes(self) -> None:
+        from detector.evaluation.checkpoints import check_against_data
+
+        try:
+            self.config_init = self.parser.instantiate_classes(self.config)
+            self.datamodule = self.config_init.data
+            self.datamodule.prepare_data()
+            self.datamodule.setup("validate")
+            for loaded in self.loaded:
+                check_against_data(loaded, int(self.datamodule.num_classes), list(self.datamodule.category_ids),
+                                   list(self.datamodule.category_names))
+        except ValueError as err:
+            self.parser.error(str(err))
+        self.model = self.loaded[0].module
+        self.trainer = self.instantiate_trainer()
+
+
+def main_evaluate(args: Any = None) -> dict[str, Any]:
+    """Entry point of evaluate.py: evaluate every checkpoint, print, write the files."""
+    from detector.evaluation.runner import evaluate_checkpoints
+
+    cli = EvaluateCLI(args=args)
+    return evaluate_checkpoints(cli.loaded, cli.datamodule, cli.trainer, cli.config.output, cli.config.per_class)
+
+
+def data_keys(parser: LightningArgumentParser) -> set[str]:
+    """The ``data.*`` keys that `parser` accepts, without the prefix."""
+    prefix = "data."
+    return {a.dest[len(prefix):] for a in parser._actions if getattr(a, "dest", "").startswith(prefix)}

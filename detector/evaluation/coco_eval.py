@@ -1,0 +1,176 @@
+"""COCO evaluation: model outputs -> COCO results -> pycocotools COCOeval -> numbers.
+
+The contract with the rest of the project:
+
+- A detector returns, per image, ``{"boxes": Tensor[K, 4] (x1, y1, x2, y2) in original
+  image pixels, "labels": Int64Tensor[K] in [1, num_classes), "scores": Tensor[K]}`` and,
+  for Mask R-CNN, ``"masks": Tensor[K, 1, H, W]`` of probabilities (torchvision's I/O).
+- `to_coco_results` turns that into the standard COCO *results* format: one dict per
+  detection with the dataset's **original** ``image_id`` and ``category_id`` (label ``i``
+  maps to ``category_ids[i - 1]``, the datamodule's table), ``bbox`` as ``[x, y, w, h]``
+  and, with masks, ``segmentation`` as compressed RLE (threshold 0.5). That is the file
+  the COCO server and every COCO tool read, so ``detections.json`` written from these
+  dicts can be re-scored by anyone with pycocotools.
+- `evaluate_coco` runs pycocotools' own `COCOeval` (never a re-implementation) restricted
+  to the images that were actually evaluated (so ``limit_val_batches`` or a shard gives
+  the AP of those images rather than counting the others as misses), and returns the
+  twelve summary numbers plus per-class AP.
+
+AP values are fractions in [0, 1] as pycocotools computes them. pycocotools reports -1
+where a number is undefined (e.g. APs when the images have no small object); that
+becomes ``nan`` here and ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# Names of `COCOeval.stats`, in pycocotools' order.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = ("bbox", "segm")
+
+
+@dataclass
+class CocoEvalResult:
+    """The outcome of one COCOeval run (one IoU type).
+
+    stats: the twelve `STAT_NAMES` numbers (nan where pycocotools says -1).
+    per_class: category name -> AP at IoU .50:.95 over all areas, 100 detections
+        (nan for a category with no ground truth in the evaluated images).
+    summary: the text pycocotools' `summarize()` printed.
+    """
+
+    iou_type: str
+    stats: dict[str, float]
+    per_class: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+
+def load_coco(annotation_file: str) -> COCO:
+    """`pycocotools.coco.COCO(annotation_file)` without its chatter on stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(annotation_file)
+
+
+def to_coco_results(
+    image_id: int,
+    output: Mapping[str, torch.Tensor],
+    category_ids: Sequence[int],
+    masks: bool = False,
+) -> list[dict[str, Any]]:
+    """One image's detector output -> a list of COCO result dicts (see the module doc).
+
+    Raises ValueError when a label has no category (label 0 is background, and labels
+    past ``len(category_ids)`` mean the model was built for more classes than the data).
+    """
+    boxes = output["boxes"].detach().float().cpu()
+    labels = output["labels"].detach().cpu().tolist()
+    scores = output["scores"].detach().float().cpu().tolist()
+    if not labels:
+        return []
+    bad = [lab for lab in labels if not 1 <= lab <= len(category_ids)]
+    if bad:
+        raise ValueError(
+            f"detector label(s) {sorted(set(bad))} have no category: labels must lie in "
+            f"[1, {len(category_ids)}] for a dataset with {len(category_ids)} categories "
+            "(does the model's num_classes match the data's?)"
+        )
+    xywh = boxes.clone()
+    xywh[:, 2:] -= xywh[:, :2]  # (x1, y1, x2, y2) -> (x, y, w, h)
+    results = [
+        {"image_id": int(image_id), "category_id": int(category_ids[lab - 1]), "bbox": box, "score": score}
+        for lab, box, score in zip(labels, xywh.tolist(), scores)
+    ]
+    if masks:
+        if "masks" not in output:
+            raise ValueError("masks=True but the detector output has no 'masks' (build the model with mask=True)")
+        binary = (output["masks"].detach().cpu()[:, 0] > 0.5).numpy()  # (K, 1, H, W) -> (K, H, W)
+        # pycocotools wants Fortran order (H, W, K) uint8.
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8)))
+        for result, rle in zip(results, rles):
+            rle["counts"] = rle["counts"].decode("ascii")  # bytes -> str, for JSON
+            result["segmentation"] = rle
+    return results
+
+
+def evaluate_coco(
+    coco_gt: COCO | str,
+    results: Sequence[Mapping[str, Any]],
+    image_ids: Iterable[int] | None = None,
+    iou_types: Sequence[str] = ("bbox",),
+) -> dict[str, CocoEvalResult]:
+    """Score `results` against `coco_gt` with pycocotools' COCOeval, per IoU type.
+
+    image_ids: the images that were evaluated (all of the annotation file if None). Images
+        listed here with no detection count as misses, as they should.
+    Returns ``{iou_type: CocoEvalResult}``. `results` is not modified (COCO.loadRes
+    writes into the dicts it gets, so it gets copies).
+    """
+    gt = load_coco(coco_gt) if isinstance(coco_gt, str) else coco_gt
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_type {iou_type!r} is not one of {IOU_TYPES}")
+    ids = sorted(gt.getImgIds()) if image_ids is None else sorted({int(i) for i in image_ids})
+    unknown = sorted(set(ids) - set(gt.getImgIds()))
+    if unknown:
+        raise ValueError(
+            f"image ids {unknown[:10]} are not in the annotation file (it has {len(gt.getImgIds())} images): "
+            "the detections and the annotation file come from different datasets"
+        )
+    return {iou_type: _evaluate_one(gt, results, ids, iou_type) for iou_type in iou_types}
+
+
+def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int], iou_type: str) -> CocoEvalResult:
+    names = {cat_id: cat["name"] for cat_id, cat in gt.cats.items()}
+    dets = [dict(r) for r in results]
+    if iou_type == "segm":
+        missing = sum("segmentation" not in d for d in dets)
+        if missing:
+            raise ValueError(f"{missing} detection(s) have no 'segmentation': segm evaluation needs a mask model")
+        for d in dets:
+            d.pop("bbox", None)  # so loadRes takes the mask area, not the box area (as detectron2 does)
+            d["segmentation"] = copy.copy(d["segmentation"])
+    if not dets or not ids:
+        # pycocotools cannot load an empty result list; no detection means AP 0 where
+        # there is ground truth (and -1 = undefined where there is none).
+        stats = {name: 0.0 for name in STAT_NAMES}
+        has_gt = bool(ids) and len(gt.getAnnIds(imgIds=ids, iscrowd=False)) > 0
+        if not has_gt:
+            stats = {name: math.nan for name in STAT_NAMES}
+        return CocoEvalResult(iou_type, stats, {names[c]: (0.0 if has_gt else math.nan) for c in sorted(names)}, "")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        coco_dt = gt.loadRes(dets)
+        evaluator = COCOeval(gt, coco_dt, iouType=iou_type)
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    stats = {name: _nan_if_undefined(v) for name, v in zip(STAT_NAMES, evaluator.stats.tolist())}
+    # precision: (T iou thresholds, R recall points, K classes, A areas, M max-dets);
+    # area index 0 = all, max-dets index -1 = 100, as in the "AP" summary number.
+    precision = evaluator.eval["precision"]
+    per_class = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[names[cat_id]] = float(p.mean()) if p.size else math.nan
+    return CocoEvalResult(iou_type, stats, per_class, summary.getvalue())
+
+
+def _nan_if_undefined(value: float) -> float:
+    return math.nan if value < 0 else float(value)

@@ -1,0 +1,99 @@
+"""What evaluate.py prints and writes: AP tables (side by side, with deltas) and JSON files.
+
+Printed: one column per checkpoint, rows AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100
+per IoU type, then per-class AP; from the second column on each value carries its
+difference to the first column, which is what an ablation reads (``0.412 (-0.031)``).
+
+Written (atomically, `detector.checkpointing.atomic_write_bytes`, so an interrupted
+evaluation never leaves a half file in place of an older complete one):
+
+- ``metrics.json``: ``{"bbox": {"AP": ..., "AP50": ..., ...}, "bbox_per_class": {name: AP},
+  ["segm": ..., "segm_per_class": ...], "checkpoint": path, "num_images": N, ...}``;
+  undefined numbers (pycocotools' -1) are ``null``;
+- ``detections.json``: the standard COCO results list (original image and category ids),
+  exactly what was scored, so ``COCOeval`` on it reproduces the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from detector.checkpointing import atomic_write_bytes
+from detector.evaluation.coco_eval import STAT_NAMES, CocoEvalResult
+
+# The rows evaluate.py prints (the ARs/ARm/ARl numbers are in metrics.json too).
+PRINTED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+
+
+def metrics_document(metrics: Mapping[str, CocoEvalResult], **extra: Any) -> dict[str, Any]:
+    """The content of ``metrics.json`` for one checkpoint (nan -> None)."""
+    doc: dict[str, Any] = {}
+    for iou_type, result in metrics.items():
+        doc[iou_type] = {name: _json_number(result.stats[name]) for name in STAT_NAMES}
+        doc[f"{iou_type}_per_class"] = {name: _json_number(v) for name, v in result.per_class.items()}
+    doc.update(extra)
+    return doc
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """JSON to `path`, atomically; refuses NaN (JSON has none: use None)."""
+    data = json.dumps(obj, indent=1, allow_nan=False).encode()
+    atomic_write_bytes(path, data + b"\n")
+
+
+def unique_labels(paths: Sequence[str]) -> list[str]:
+    """Short names that tell checkpoints apart: the file stem, then parent folders as needed.
+
+    >>> unique_labels(["runs/a/checkpoints/last.ckpt", "runs/b/checkpoints/last.ckpt"])
+    ['a_checkpoints_last', 'b_checkpoints_last']
+    """
+    parts = [os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
+    for p in parts:
+        p[-1] = os.path.splitext(p[-1])[0]
+    longest = max(len(p) for p in parts)
+    for depth in range(1, longest + 1):
+        labels = ["_".join(x for x in p[-depth:] if x) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{i + 1}_{os.path.splitext(os.path.basename(p))[0]}" for i, p in enumerate(paths)]
+
+
+def format_table(
+    labels: Sequence[str],
+    metrics: Sequence[Mapping[str, CocoEvalResult]],
+    per_class: bool = True,
+) -> str:
+    """A plain-text table: metrics as rows, checkpoints as columns, deltas against the first."""
+    iou_types = [t for t in ("bbox", "segm") if all(t in m for m in metrics)]
+    rows: list[tuple[str, list[float]]] = []
+    for t in iou_types:
+        rows += [(f"{t} {name}", [m[t].stats[name] for m in metrics]) for name in PRINTED_STATS]
+    if per_class:
+        for t in iou_types:
+            names = list(metrics[0][t].per_class)
+            rows += [(f"{t} AP[{n}]", [m[t].per_class.get(n, math.nan) for m in metrics]) for n in names]
+    cells = [[_cell(values[0], None)] + [_cell(v, values[0]) for v in values[1:]] for _, values in rows]
+    header = ["metric", *labels]
+    widths = [max(len(header[0]), *(len(name) for name, _ in rows))]
+    widths += [max(len(header[i + 1]), *(len(c[i]) for c in cells)) for i in range(len(labels))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for (name, _), row in zip(rows, cells):
+        lines.append("  ".join([name.ljust(widths[0])] + [c.rjust(w) for c, w in zip(row, widths[1:])]))
+    return "\n".join(lines)
+
+
+def _cell(value: float, reference: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if reference is None or math.isnan(reference):
+        return f"{value:.4f}"
+    return f"{value:.4f} ({value - reference:+.4f})"
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)

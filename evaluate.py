@@ -1,0 +1,17 @@
+"""Evaluate checkpoints with pycocotools COCOeval, one or several side by side.
+
+    python evaluate.py runs/quickstart/checkpoints/last.ckpt --output runs/quickstart/eval
+    python evaluate.py A.ckpt B.ckpt --output runs/compare            # deltas against A
+    python evaluate.py A.ckpt --output runs/eval --data.dataset coco \\
+        --data.val_images DIR/val --data.val_annotations DIR/annotations/instances_val.json
+    python evaluate.py --help
+
+Checkpoints load with torch.load(weights_only=True); each model is rebuilt from its saved
+hyperparameters and checked against the data before any image is read. Writes
+OUTPUT/metrics.json and OUTPUT/detections.json (see `detector.evaluation.runner`).
+"""
+
+from detector.cli import main_evaluate
+
+if __name__ == "__main__":
+    main_evaluate()

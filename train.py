@@ -1,0 +1,14 @@
+"""Train (or validate / test) a detector: LightningCLI over `DetectorModule` + `DetectionDataModule`.
+
+    python train.py fit --config configs/quickstart.yaml
+    python train.py fit --config configs/quickstart.yaml --ckpt_path last      # resume after a kill
+    python train.py fit --config configs/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
+    python train.py fit --help                                                 # every option
+
+See `detector.cli` for what the CLI adds to Lightning's.
+"""
+
+from detector.cli import main_train
+
+if __name__ == "__main__":
+    main_train()
