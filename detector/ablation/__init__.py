@@ -1,0 +1,21 @@
+"""The one-command ROI-layer ablation (Mask R-CNN Table 2c/2d on your data).
+
+``python -m detector.ablation --config BASE --out DIR`` trains and evaluates every variant
+(:mod:`.variants`) x stride x seed through the project's own ``train.py`` / ``evaluate.py``
+(:mod:`.runner`), keeps each run's progress in files so reruns skip and resume
+(:mod:`.runs`), and writes the table and plot (:mod:`.results`, :mod:`.plot`). See
+:mod:`.cli` for the options.
+"""
+
+from .results import METRICS, write_results
+from .runs import RunDir, RunSpec
+from .variants import DEFAULT_VARIANTS, Variant, parse_variant
+
+__all__ = ["DEFAULT_VARIANTS", "METRICS", "RunDir", "RunSpec", "Variant", "parse_variant", "write_results", "main"]
+
+
+def main(argv=None):
+    """Entry point (see :mod:`.cli`)."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)

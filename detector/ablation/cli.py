@@ -1,0 +1,116 @@
+"""``python -m detector.ablation``: every ROI variant x stride x seed, trained and scored alike.
+
+    python -m detector.ablation --config configs/ablation.yaml --out runs/ablation
+    python -m detector.ablation --config BASE --out DIR --variants roi_pool roi_align_avg \\
+        --seeds 1 --strides 32 --trainer.max_epochs 1 --data.synthetic_train 32
+
+Each run is ``python train.py fit --config BASE [overrides] --model.roi_op ... --model.roi_mode
+... --model.stride S --seed_everything K --data.seed K`` into ``DIR/runs/<variant>_s<S>_seed<K>/``,
+then ``python evaluate.py`` on its final checkpoint and an inference timing. Rerunning the same
+command skips finished runs and resumes interrupted ones. ``--trainer.* --model.* --data.*``
+flags go to every run unchanged (so every variant sees identical data and schedule).
+Results: ``DIR/results.{csv,json,md}``, ``DIR/runs.csv`` and ``DIR/ablation.png``
+(see :mod:`detector.ablation.results` for the table's columns and the spread rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .results import write_results
+from .runner import Commands, RunFailed, execute, split_overrides
+from .runs import RunDir, RunSpec
+from .variants import DEFAULT_VARIANTS, parse_variants
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m detector.ablation", allow_abbrev=False,
+        description="Train and evaluate each ROI-layer variant x stride x seed with the real train/evaluate CLI; "
+                    "write results.csv/json/md and ablation.png. Unrecognized --trainer.*, --model.* and "
+                    "--data.* flags are passed to every training run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", required=True, type=Path,
+                   help="base train.py config (YAML); repeat to layer several")
+    p.add_argument("--out", type=Path, required=True, help="ablation folder (runs/ and the results)")
+    p.add_argument("--variants", nargs="+", default=[v.name for v in DEFAULT_VARIANTS],
+                   help="ROI variants: roi_pool roi_warp_avg roi_warp_max roi_align_avg roi_align_max "
+                        "prroi_pool (default: all six)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0 .. N-1 (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="start the seeds here (default 0)")
+    p.add_argument("--strides", type=int, nargs="+", default=[32], choices=[16, 32],
+                   help="backbone strides (default 32)")
+    p.add_argument("--timing-images", type=int, default=20,
+                   help="validation images for the inference timing per run (0: skip timing)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="after a failed run, go on with the others (the table marks it missing)")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and each run's state, run nothing")
+    return p
+
+
+def plan(args) -> list[RunSpec]:
+    """Runs in execution order: seed outermost, so an interrupted ablation has every variant
+    at the first seeds before any variant has all of them."""
+    variants = parse_variants(args.variants)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    return [RunSpec(v, s, k) for k in seeds for s in args.strides for v in variants]
+
+
+def _terminate_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
+    """Run the ablation; return the results document (see :func:`write_results`)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    split_overrides(rest)  # validate before anything runs
+    for c in args.config:
+        if not c.is_file():
+            raise ValueError(f"--config {str(c)!r} does not exist")
+    specs = plan(args)
+    variants = parse_variants(args.variants)
+    config_args = [t for c in args.config for t in ("--config", str(c))]
+    command = shlex.join(["python", "-m", "detector.ablation", *(argv if argv is not None else sys.argv[1:])])
+    settings = {"command": command, "config": [str(c) for c in args.config], "overrides": rest,
+                "variants": [v.name for v in variants], "strides": args.strides,
+                "seeds": list(range(args.first_seed, args.first_seed + args.seeds))}
+    if args.dry_run:
+        for spec in specs:
+            run = RunDir(args.out, spec)
+            state = ("complete" if run.is_complete() else "trained" if run.training_done()
+                     else f"resume from {run.latest_checkpoint()}" if run.latest_checkpoint() else "new")
+            echo(f"{spec.name}: {state}")
+        return {"plan": [s.name for s in specs]}
+    commands = commands or Commands()
+    failures = []
+    t0 = time.time()
+    if not args.report_only:
+        _terminate_on_sigterm()
+        args.out.mkdir(parents=True, exist_ok=True)
+        for i, spec in enumerate(specs, 1):
+            echo(f"--- run {i}/{len(specs)}: {spec.name}")
+            try:
+                execute(RunDir(args.out, spec), config_args, rest, commands, args.timing_images, echo)
+            except RunFailed as e:
+                if not args.keep_going:
+                    write_results(args.out, specs, variants, args.strides, settings)
+                    raise
+                echo(f"FAILED: {e}")
+                failures.append(spec.name)
+            write_results(args.out, specs, variants, args.strides, settings, plot=False)  # progress so far
+    doc = write_results(args.out, specs, variants, args.strides, settings)
+    echo((args.out / "results.md").read_text())
+    echo(f"ablation wall time {(time.time() - t0) / 60:.1f} min; wrote {args.out}/results.{{csv,json,md}}, "
+         f"runs.csv, ablation.png" + (f"; failed: {failures}" if failures else ""))
+    return doc

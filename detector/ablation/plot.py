@@ -1,0 +1,74 @@
+"""``ablation.png``: AP per variant with every seed, differences to RoIPool, and time.
+
+Built with matplotlib's object API (see :mod:`detector.analysis.plots`), from the rows of
+:mod:`.results` (``summary`` and per-run ``rows``), so notebooks can redraw it from
+``results.json`` alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from detector.analysis.plots import OP_COLORS
+
+from .results import METRICS
+from .variants import REFERENCE
+
+
+def _color(variant: str) -> str:
+    op = variant.rsplit("_", 1)[0] if variant.endswith(("_avg", "_max")) else variant
+    return OP_COLORS.get(op, "tab:gray")
+
+
+def _nan0(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
+    """One row of three panels per stride (see the module doc)."""
+    strides = sorted({s["stride"] for s in summary})
+    fig = Figure(figsize=(16, 4.3 * max(len(strides), 1)), layout="constrained")
+    axes = fig.subplots(max(len(strides), 1), 3, squeeze=False)
+    for ax_row, stride in zip(axes, strides):
+        ss = [s for s in summary if s["stride"] == stride]
+        x = np.arange(len(ss))
+        names = [s["label"] for s in ss]
+
+        ax = ax_row[0]
+        means = [_nan0(s["AP_mean"]) for s in ss]
+        stds = [_nan0(s["AP_std"]) for s in ss]
+        ax.bar(x, means, yerr=stds, capsize=4, color=[_color(s["variant"]) for s in ss], alpha=0.75)
+        for i, s in enumerate(ss):
+            seeds = [r["AP"] for r in rows if r["variant"] == s["variant"] and r["stride"] == stride]
+            ax.scatter(np.full(len(seeds), i) + np.linspace(-0.15, 0.15, len(seeds)), seeds, color="k", s=12, zorder=3)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set(title=f"stride {stride}: box AP (bars: mean ± std, dots: seeds)", ylabel="AP [%]")
+
+        ax = ax_row[1]
+        others = [s for s in ss if s["variant"] != REFERENCE]
+        width = 0.8 / max(len(others), 1)
+        for j, s in enumerate(others):
+            deltas = [_nan0(s[f"{m}_delta"]) for m in METRICS]
+            ax.bar(np.arange(len(METRICS)) + (j - (len(others) - 1) / 2) * width, deltas, width,
+                   color=_color(s["variant"]), alpha=0.85, edgecolor="k", lw=0.3,
+                   hatch="//" if s["variant"].endswith("_max") else None, label=s["label"])
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(METRICS)), METRICS)
+        ax.set(title=f"stride {stride}: difference to RoIPool (mean over seeds)", ylabel="Δ AP [points]")
+        if others:
+            ax.legend(fontsize=7)
+
+        ax = ax_row[2]
+        train = [_nan0(s["train_time_min_mean"]) for s in ss]
+        infer = [_nan0(s["infer_ms_per_image_mean"]) for s in ss]
+        ax.bar(x - 0.2, train, 0.4, color="tab:gray", label="train [min]")
+        ax.set_ylabel("train time [min]")
+        ax2 = ax.twinx()
+        ax2.bar(x + 0.2, infer, 0.4, color="tab:brown", label="inference [ms/image]")
+        ax2.set_ylabel("inference [ms / image]")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(f"stride {stride}: cost (gray: train, brown: inference)")
+    return fig

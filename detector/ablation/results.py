@@ -1,0 +1,166 @@
+"""From completed runs to the ablation table: per-run rows, mean +- std per variant, and
+the difference to RoIPool judged against the seed-to-seed spread.
+
+Metric scale: COCO AP in **percent** (COCOeval's fraction x 100), as the papers print it.
+
+"Beyond the spread" rule, per metric and variant v against RoIPool (r) at the same stride:
+``|mean_v - mean_r| > 2 * sqrt(std_v^2 / n_v + std_r^2 / n_r)``, i.e. the difference is more
+than two standard errors of a difference of means (sample std over seeds). It is a rough
+two-sigma screen, not a significance test: with 3 seeds the std itself is uncertain (a
+t-test would ask for about 2.8 standard errors). With one seed there is no spread to judge
+against, and the column says ``n/a``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from detector.analysis.tables import markdown_table, write_csv, write_json
+
+from .runs import RunDir, RunSpec
+from .variants import REFERENCE, Variant
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+MASK_PREFIX = "mask_"
+TIME_FIELDS = ("train_time_min", "infer_ms_per_image", "roi_ms_per_image")
+
+
+def _pct(v):
+    return math.nan if v is None else 100.0 * float(v)
+
+
+def run_row(rec: dict) -> dict:
+    """One completed run (its run.json) as a flat row."""
+    row = {"name": rec["name"], "variant": rec["variant"],
+           "label": Variant(rec["op"], rec.get("mode")).label, "stride": rec["stride"], "seed": rec["seed"]}
+    for m in METRICS:
+        row[m] = _pct((rec.get("bbox") or {}).get(m))
+    if rec.get("segm"):
+        for m in METRICS:
+            row[MASK_PREFIX + m] = _pct(rec["segm"].get(m))
+    row["train_time_min"] = rec["train_time_s"] / 60.0
+    row["infer_ms_per_image"] = math.nan if rec.get("infer_ms_per_image") is None else rec["infer_ms_per_image"]
+    row["roi_ms_per_image"] = math.nan if rec.get("roi_ms_per_image") is None else rec["roi_ms_per_image"]
+    row["global_step"] = rec.get("global_step")
+    row["train_attempts"] = rec.get("train_attempts")
+    return row
+
+
+def collect(out: Path, specs: list[RunSpec]) -> tuple[list[dict], list[str]]:
+    """Rows of the completed runs among ``specs`` and the names of the missing ones."""
+    rows, missing = [], []
+    for spec in specs:
+        rec = RunDir(out, spec).record()
+        if rec is None:
+            missing.append(spec.name)
+        else:
+            rows.append(run_row(rec))
+    return rows, missing
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the finite values; std is NaN for fewer than two."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return math.nan, math.nan
+    mu = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
+    return mu, sd
+
+
+def beyond_spread(delta: float, sd_a: float, n_a: int, sd_b: float, n_b: int):
+    """The module doc's rule: True / False, or None when there is no spread to judge against."""
+    if n_a < 2 or n_b < 2 or not all(math.isfinite(x) for x in (delta, sd_a, sd_b)):
+        return None
+    se = math.sqrt(sd_a ** 2 / n_a + sd_b ** 2 / n_b)
+    return abs(delta) > 2 * se
+
+
+def summarize(rows: list[dict], variants: list[Variant], strides: list[int]) -> list[dict]:
+    """One row per (stride, variant) present: n, mean/std per metric and time, deltas to RoIPool."""
+    metrics = list(METRICS) + [MASK_PREFIX + m for m in METRICS if any(MASK_PREFIX + m in r for r in rows)]
+    summary = []
+    for stride in strides:
+        groups = {v.name: [r for r in rows if r["variant"] == v.name and r["stride"] == stride] for v in variants}
+        ref = groups.get(REFERENCE) or []
+        for v in variants:
+            g = groups[v.name]
+            if not g:
+                continue
+            s = {"stride": stride, "variant": v.name, "label": v.label, "n": len(g),
+                 "seeds": " ".join(str(r["seed"]) for r in g)}
+            for m in metrics + list(TIME_FIELDS):
+                s[f"{m}_mean"], s[f"{m}_std"] = mean_std(r.get(m) for r in g)
+            for m in metrics:
+                if ref and v.name != REFERENCE:
+                    ref_mean, ref_std = mean_std(r.get(m) for r in ref)
+                    s[f"{m}_delta"] = s[f"{m}_mean"] - ref_mean
+                    s[f"{m}_beyond_spread"] = beyond_spread(s[f"{m}_delta"], s[f"{m}_std"], len(g), ref_std, len(ref))
+                else:
+                    s[f"{m}_delta"], s[f"{m}_beyond_spread"] = (0.0 if v.name == REFERENCE else math.nan), None
+            summary.append(s)
+    return summary
+
+
+def _pm(mean: float, std: float, digits: int = 1) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if not math.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _delta(s: dict, m: str) -> str:
+    d, beyond = s[f"{m}_delta"], s[f"{m}_beyond_spread"]
+    if s["variant"] == REFERENCE:
+        return "ref"
+    if not math.isfinite(d):
+        return "-"
+    verdict = {True: "yes", False: "no", None: "n/a"}[beyond]
+    return f"{d:+.1f} ({verdict})"
+
+
+def markdown(summary: list[dict], missing: list[str], command: str | None = None) -> str:
+    """The readable table: mean ± std over seeds, Δ to RoIPool with the spread verdict."""
+    mask = any("mask_AP_mean" in s for s in summary)
+    display = []
+    for s in summary:
+        row = {"stride": s["stride"], "variant": s["label"], "seeds": s["n"]}
+        for m in METRICS:
+            row[m] = _pm(s[f"{m}_mean"], s[f"{m}_std"])
+        row["ΔAP vs RoIPool (beyond spread?)"] = _delta(s, "AP")
+        row["ΔAP75"] = _delta(s, "AP75")
+        if mask:
+            row["mask AP"] = _pm(s.get("mask_AP_mean", math.nan), s.get("mask_AP_std", math.nan))
+            row["Δmask AP"] = _delta(s, "mask_AP")
+        row["train min"] = _pm(s["train_time_min_mean"], s["train_time_min_std"])
+        row["infer ms/img"] = _pm(s["infer_ms_per_image_mean"], s["infer_ms_per_image_std"])
+        row["ROI ms/img"] = _pm(s["roi_ms_per_image_mean"], s["roi_ms_per_image_std"], 2)
+        display.append(row)
+    text = ("COCO AP in percent, mean ± sample std over seeds. Δ = variant mean - RoIPool mean at the same "
+            "stride; 'beyond spread' = |Δ| > 2 standard errors of the difference (n/a with one seed).\n\n")
+    text += markdown_table(display) if display else "(no completed runs)\n"
+    if missing:
+        text += f"\nMissing (not completed): {', '.join(missing)}\n"
+    if command:
+        text += f"\nCommand: `{command}`\n"
+    return text
+
+
+def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], strides: list[int],
+                  settings: dict | None = None, plot: bool = True) -> dict:
+    """Write results.csv (summary), runs.csv (per run), results.json, results.md, ablation.png."""
+    rows, missing = collect(out, specs)
+    summary = summarize(rows, variants, strides)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(summary, out / "results.csv")
+    write_csv(rows, out / "runs.csv")
+    doc = {"metric_scale": "percent", "reference": REFERENCE, "settings": settings or {},
+           "summary": summary, "runs": rows, "missing": missing}
+    write_json(doc, out / "results.json")
+    (out / "results.md").write_text(markdown(summary, missing, (settings or {}).get("command")))
+    if plot and rows:
+        from detector.analysis.plots import save_figure
+
+        from .plot import plot_ablation
+        save_figure(plot_ablation(summary, rows), out / "ablation.png")
+    return doc

@@ -1,0 +1,211 @@
+"""Execute one ablation run with the project's real command lines: train, evaluate, time.
+
+Each stage is a subprocess (``python train.py fit ...``, ``python evaluate.py CKPT ...``,
+``python -m detector.ablation.timing CKPT ...``), exactly what a user would type, so the
+ablation measures the shipped CLI and a crash in one run cannot corrupt the others. Every
+stage is skipped when its output already exists (see :mod:`.runs`), training resumes from
+the newest checkpoint with ``--ckpt_path``, and ``run.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .runs import RunDir, read_json, write_json_atomic
+
+#: Flags the ablation sets per run; passing them through would break the design.
+RESERVED_FLAGS = {
+    "--model.roi_op": "--variants", "--model.roi_mode": "--variants", "--model.stride": "--strides",
+    "--seed_everything": "--seeds", "--data.seed": "--seeds",
+    "--trainer.default_root_dir": "--out", "--ckpt_path": "(resuming is automatic)",
+}
+#: Trainer flags that evaluation (and timing) also take, to run on the same hardware.
+EVAL_TRAINER_FLAGS = ("--trainer.accelerator", "--trainer.devices", "--trainer.precision")
+
+
+def _script(name: str) -> list[str]:
+    """``[python, <repo>/name.py]`` in a checkout, else the same entry point through ``-c``."""
+    import detector
+
+    path = Path(detector.__file__).resolve().parents[1] / f"{name}.py"
+    if path.is_file():
+        return [sys.executable, str(path)]
+    entry = {"train": "main_train", "evaluate": "main_evaluate"}[name]
+    return [sys.executable, "-c", f"from detector.cli import {entry}; {entry}()"]
+
+
+@dataclass
+class Commands:
+    """Command prefixes of the three stages (replaceable, e.g. by stand-ins in tests)."""
+
+    train: list[str] = field(default_factory=lambda: _script("train"))
+    evaluate: list[str] = field(default_factory=lambda: _script("evaluate"))
+    timing: list[str] = field(default_factory=lambda: [sys.executable, "-m", "detector.ablation.timing"])
+
+
+class RunFailed(RuntimeError):
+    """A stage exited non-zero; the message names the run, the stage and the log to read."""
+
+
+def split_overrides(tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """``["--model.lr", "0.01", "--trainer.max_epochs=2"]`` -> ``[(flag, [tokens...]), ...]``.
+
+    Raises ValueError for a token that is not a ``--trainer.* / --model.* / --data.*`` flag or
+    its value, and for flags the ablation sets itself (naming the ablation option to use).
+    """
+    groups: list[tuple[str, list[str]]] = []
+    for tok in tokens:
+        if tok.startswith("--"):
+            flag = tok.split("=", 1)[0]
+            if flag in RESERVED_FLAGS:
+                raise ValueError(f"{flag} is set by the ablation for every run; use {RESERVED_FLAGS[flag]} instead")
+            if not flag.startswith(("--trainer.", "--model.", "--data.")):
+                raise ValueError(f"unknown option {flag!r}: the ablation passes only --trainer.*, --model.* "
+                                 "and --data.* through to train.py (see --help)")
+            groups.append((flag, [tok]))
+        elif groups:
+            groups[-1][1].append(tok)
+        else:
+            raise ValueError(f"unexpected argument {tok!r}; overrides look like --model.lr 0.01")
+    return groups
+
+
+def flatten(groups) -> list[str]:
+    return [t for _, toks in groups for t in toks]
+
+
+def _run_logged(cmd: list[str], log: Path, title: str) -> int:
+    """Run ``cmd`` with stdout+stderr appended to ``log``; stop the child if we are stopped."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n$ {shlex.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            return proc.wait()
+        except BaseException:  # Ctrl-C / SIGTERM of the ablation: leave no orphan training
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _fail(run: RunDir, stage: str, rc: int, log: Path) -> RunFailed:
+    return RunFailed(f"run {run.spec.name}: {stage} exited with code {rc}; see {log}\n"
+                     f"--- last lines of {log.name} ---\n{_tail(log)}")
+
+
+def train(run: RunDir, config_args: list[str], overrides: list[str], commands: Commands, echo=print) -> dict:
+    """Train (or resume) until ``train.json`` exists; return its content."""
+    done = run.training_done()
+    if done:
+        return done
+    spec = run.spec
+    resume = run.latest_checkpoint()
+    cmd = [*commands.train, "fit", *config_args, *overrides, *spec.variant.train_flags(),
+           "--model.stride", str(spec.stride), "--seed_everything", str(spec.seed),
+           "--data.seed", str(spec.seed), "--trainer.default_root_dir", str(run.train_dir)]
+    if resume is not None:
+        cmd += ["--ckpt_path", str(resume)]
+    echo(f"[{spec.name}] {'resuming from ' + str(resume) if resume else 'training'} (log: {run.train_log})")
+    run.log_attempt("start", resumed_from=str(resume) if resume else None, command=cmd)
+    rc = _run_logged(cmd, run.train_log, "train")
+    run.log_attempt("end", returncode=rc)
+    if rc != 0:
+        raise _fail(run, "training", rc, run.train_log)
+    final = run.latest_checkpoint()
+    if final is None:
+        raise RunFailed(f"run {spec.name}: training exited 0 but wrote no checkpoint under {run.train_dir}; "
+                        "the base config must keep checkpointing enabled (ModelCheckpoint, save_last: true)")
+    attempts = run.attempts()
+    rec = {"returncode": 0, "checkpoint": str(final), "train_time_s": run.train_seconds(),
+           "attempts": len(attempts), "resumed": sum(a["resumed_from"] is not None for a in attempts),
+           "command": cmd}
+    write_json_atomic(run.train_marker, rec)
+    return rec
+
+
+def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Commands, echo=print) -> tuple[dict, float]:
+    """Evaluate ``checkpoint`` into ``eval/`` unless its metrics exist; return (metrics, seconds)."""
+    metrics = read_json(run.metrics_file)
+    stamp = read_json(run.path / "eval.json") or {}
+    if isinstance(metrics, dict) and stamp.get("checkpoint") == checkpoint:
+        return metrics, float(stamp.get("eval_time_s", float("nan")))
+    cmd = [*commands.evaluate, checkpoint, "--output", str(run.eval_dir), *eval_flags]
+    echo(f"[{run.spec.name}] evaluating {checkpoint}")
+    t0 = time.time()
+    rc = _run_logged(cmd, run.eval_log, "evaluate")
+    seconds = time.time() - t0
+    if rc != 0:
+        raise _fail(run, "evaluation", rc, run.eval_log)
+    metrics = read_json(run.metrics_file)
+    if not isinstance(metrics, dict) or "bbox" not in metrics:
+        raise RunFailed(f"run {run.spec.name}: evaluate.py wrote no bbox metrics to {run.metrics_file}")
+    write_json_atomic(run.path / "eval.json", {"checkpoint": checkpoint, "eval_time_s": seconds})
+    return metrics, seconds
+
+
+def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[str], commands: Commands,
+                   echo=print) -> dict:
+    """Inference timing into ``timing.json`` unless present for this checkpoint (0 images: skip)."""
+    if images <= 0:
+        return {}
+    timing = read_json(run.timing_file)
+    if isinstance(timing, dict) and timing.get("checkpoint") == checkpoint:
+        return timing
+    device = [t for flag, toks in split_overrides(eval_flags) if flag == "--trainer.accelerator" for t in toks[1:]]
+    cmd = [*commands.timing, checkpoint, "--out", str(run.timing_file), "--images", str(images)]
+    if device and device[0] not in ("auto", "cpu"):
+        cmd += ["--device", "cuda" if device[0] == "gpu" else device[0]]
+    echo(f"[{run.spec.name}] timing inference on {images} images")
+    rc = _run_logged(cmd, run.path / "timing.log", "timing")
+    if rc != 0:
+        raise _fail(run, "timing", rc, run.path / "timing.log")
+    return read_json(run.timing_file) or {}
+
+
+def execute(run: RunDir, config_args: list[str], overrides: list[str], commands: Commands,
+            timing_images: int = 20, echo=print) -> tuple[dict, bool]:
+    """Bring one run to completion; return ``(run.json content, skipped)``."""
+    rec = run.record()
+    if rec is not None:
+        echo(f"[{run.spec.name}] complete, skipped")
+        return rec, True
+    groups = split_overrides(overrides)
+    eval_flags = flatten([g for g in groups if g[0].startswith("--data.") or g[0] in EVAL_TRAINER_FLAGS])
+    trained = train(run, config_args, overrides, commands, echo)
+    metrics, eval_seconds = evaluate(run, trained["checkpoint"], eval_flags, commands, echo)
+    timing = time_inference(run, trained["checkpoint"], timing_images, eval_flags, commands, echo)
+    spec = run.spec
+    rec = {
+        "complete": True, "name": spec.name, "variant": spec.variant.name, "op": spec.variant.op,
+        "mode": spec.variant.mode, "stride": spec.stride, "seed": spec.seed,
+        "bbox": metrics.get("bbox"), "segm": metrics.get("segm"),
+        "num_images": metrics.get("num_images"), "global_step": metrics.get("global_step"),
+        "checkpoint": trained["checkpoint"], "train_time_s": trained["train_time_s"],
+        "train_attempts": trained["attempts"], "eval_time_s": eval_seconds,
+        "infer_ms_per_image": timing.get("ms_per_image"), "roi_ms_per_image": timing.get("roi_ms_per_image"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "train_command": trained["command"],
+    }
+    write_json_atomic(run.marker, rec)
+    echo(f"[{spec.name}] done: bbox AP {_fmt(rec['bbox'], 'AP')}, train {rec['train_time_s']:.0f} s")
+    return rec, False
+
+
+def _fmt(metrics, key) -> str:
+    v = (metrics or {}).get(key)
+    return "n/a" if v is None else f"{100 * v:.1f}"
