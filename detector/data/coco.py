@@ -170,7 +170,9 @@ class CocoDetection(Dataset):
             stack = np.zeros((len(anns), h, w), dtype=np.uint8)
             for k, ann in enumerate(anns):
                 if ann.get("segmentation"):
-                    m = self.coco.annToMask(ann)
+                    with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2: a harmless copy= deprecation
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        m = self.coco.annToMask(ann)
                     stack[k, : min(h, m.shape[0]), : min(w, m.shape[1])] = m[:h, :w]
             target["masks"] = tv_tensors.Mask(torch.from_numpy(stack))
         if self.transforms is not None:

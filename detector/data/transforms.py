@@ -28,8 +28,8 @@ class TransformConfig:
         brightness, contrast, saturation, hue: ``ColorJitter`` strengths (training only;
             0 disables each). Hue costs the most CPU, hence off by default.
         min_size: resize so the shorter side is ``min_size`` (train and eval); None = no resize.
-        max_size: cap on the longer side after that resize (with ``min_size``), or alone: shrink
-            only images whose longer side exceeds it.
+        max_size: with ``min_size``, a cap on the longer side (must be larger than ``min_size``);
+            alone, every image is resized so its longer side is ``max_size``.
     """
 
     hflip_prob: float = 0.5
@@ -50,15 +50,16 @@ class TransformConfig:
             raise ValueError(f"hue={self.hue} must lie in [0, 0.5]")
         if self.min_size is not None and self.min_size < 1:
             raise ValueError(f"min_size={self.min_size} must be a positive number of pixels, or None for no resize")
-        if self.max_size is not None and (self.max_size < 1 or (self.min_size is not None and self.max_size < self.min_size)):
-            raise ValueError(f"max_size={self.max_size} must be positive and >= min_size={self.min_size}")
+        if self.max_size is not None and (self.max_size < 1 or (self.min_size is not None and self.max_size <= self.min_size)):
+            raise ValueError(f"max_size={self.max_size} must be positive and larger than min_size={self.min_size} "
+                             "(or None for no cap)")
 
 
 def _resize(cfg: TransformConfig) -> list:
     if cfg.min_size is None and cfg.max_size is None:
         return []
     if cfg.min_size is None:
-        return [v2.Resize(size=None, max_size=cfg.max_size)]  # shrink only when too large
+        return [v2.Resize(size=None, max_size=cfg.max_size)]  # longer side -> max_size
     return [v2.Resize(size=cfg.min_size, max_size=cfg.max_size)]  # shorter side -> min_size
 
 

@@ -1,0 +1,68 @@
+"""Builders of tiny COCO folders for the data tests (a module, not conftest, so tests can import it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+
+def write_coco(root: Path, data: dict, images: dict[str, np.ndarray | Image.Image]) -> tuple[Path, Path]:
+    """Write ``images`` (file name -> array or PIL image) under root/images and ``data`` as JSON."""
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for name, img in images.items():
+        path = images_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(path)
+    ann_file = root / "instances.json"
+    ann_file.write_text(json.dumps(data))
+    return images_dir, ann_file
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def messy_coco() -> tuple[dict, dict[str, np.ndarray]]:
+    """Three images and category ids 7 and 42 (not contiguous), covering the loader's rules.
+
+    image 10 (40x30 RGB): a polygon object (cat 7), an RLE object (cat 42), a crowd region,
+        a box past the right border (clipped) and a box under 1 px after clipping (dropped).
+    image 20 (20x16 gray): no annotations (a negative).
+    image 30 (24x24 RGB): one box.
+    """
+    rng = np.random.default_rng(0)
+    rle_mask = np.zeros((30, 40), dtype=np.uint8)
+    rle_mask[5:15, 20:32] = 1
+    data = {
+        "images": [
+            {"id": 10, "file_name": "a.png", "width": 40, "height": 30},
+            {"id": 20, "file_name": "sub/b.png", "width": 20, "height": 16},
+            {"id": 30, "file_name": "c.png", "width": 24, "height": 24},
+        ],
+        "categories": [{"id": 42, "name": "bolt"}, {"id": 7, "name": "nut"}],
+        "annotations": [
+            {"id": 1, "image_id": 10, "category_id": 7, "bbox": [2, 3, 10, 8], "area": 80, "iscrowd": 0,
+             "segmentation": [[2, 3, 12, 3, 12, 11, 2, 11]]},
+            {"id": 2, "image_id": 10, "category_id": 42, "bbox": [20, 5, 12, 10], "area": 120, "iscrowd": 0,
+             "segmentation": _rle(rle_mask)},
+            {"id": 3, "image_id": 10, "category_id": 7, "bbox": [0, 20, 10, 5], "area": 50, "iscrowd": 1,
+             "segmentation": _rle(np.ones((30, 40), dtype=np.uint8))},
+            {"id": 4, "image_id": 10, "category_id": 42, "bbox": [35, 20, 10, 6], "area": 60, "iscrowd": 0,
+             "segmentation": [[35, 20, 40, 20, 40, 26, 35, 26]]},
+            {"id": 5, "image_id": 10, "category_id": 7, "bbox": [39.5, 1, 3, 3], "area": 9, "iscrowd": 0},
+            {"id": 6, "image_id": 30, "category_id": 42, "bbox": [1, 1, 5, 6], "area": 30, "iscrowd": 0,
+             "segmentation": [[1, 1, 6, 1, 6, 7, 1, 7]]},
+        ],
+    }
+    images = {
+        "a.png": rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
+        "sub/b.png": rng.integers(0, 256, (16, 20), dtype=np.uint8),
+        "c.png": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8),
+    }
+    return data, images
