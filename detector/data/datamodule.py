@@ -52,7 +52,8 @@ class DetectionDataModule(pl.LightningDataModule):
             saturation strength); min_size, max_size: optional resize (default none, see
             :mod:`detector.data.transforms`).
         seed: seeds the training shuffle (and, through it, the workers' augmentation RNGs).
-        synthetic_*: size of the synthetic splits, image size and generator seed.
+        synthetic_*: size of the synthetic splits, image size, generator seed, smallest object
+            (pixels) and most objects per image (see :class:`~detector.data.render.RenderConfig`).
     """
 
     def __init__(
@@ -84,6 +85,8 @@ class DetectionDataModule(pl.LightningDataModule):
         synthetic_width: int = 400,
         synthetic_height: int = 288,
         synthetic_seed: int = 0,
+        synthetic_min_object_size: float = 12.0,
+        synthetic_max_objects: int = 8,
     ) -> None:
         super().__init__()
         if dataset not in ("synthetic", "coco"):
@@ -117,7 +120,8 @@ class DetectionDataModule(pl.LightningDataModule):
             raise ValueError("dataset='coco' needs root (a COCO folder) or train_images/train_annotations "
                              "and val_images/val_annotations")
         self.synthetic_options = dict(num_train=synthetic_train, num_val=synthetic_val, num_test=synthetic_test,
-                                      width=synthetic_width, height=synthetic_height, seed=synthetic_seed)
+                                      width=synthetic_width, height=synthetic_height, seed=synthetic_seed,
+                                      min_object_size=synthetic_min_object_size, max_objects=synthetic_max_objects)
         self._categories: tuple[list, list[str]] | None = None
         self.train_dataset = self.val_dataset = self.test_dataset = None
 

@@ -128,29 +128,36 @@ def _draw_clutter(img: Image.Image, cfg: RenderConfig, rng: np.random.Generator)
             draw.polygon([tuple(p) for p in pts], fill=colour)
 
 
-def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """``uint8[h, w, 3]`` fill of one object: solid, stripes, checks, speckle or gradient."""
+def _texture(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Fill of one object: solid, stripes, checks, speckle or gradient between two colours.
+
+    Returned as ``(index[h, w] uint8, palette[256, 3] uint8)`` so that only the masked pixels
+    are ever expanded to RGB (``palette[index[mask]]``): large objects are most of the cost.
+    """
     c1 = _object_colour(rng)
     c2 = np.clip(c1 * rng.uniform(0.35, 0.75) if rng.random() < 0.5 else _object_colour(rng), 0, 255)
+    t = np.linspace(0.0, 1.0, 256)[:, None]  # (256, 1)
+    palette = (c1 * (1 - t) + c2 * t).astype(np.uint8)  # (256, 3): index 0 -> c1, 255 -> c2
     kind = int(rng.integers(5))
     if kind == 0:
-        return np.broadcast_to(c1.astype(np.uint8), (h, w, 3))
-    y = np.arange(h, dtype=np.float32)[:, None]
-    x = np.arange(w, dtype=np.float32)[None, :]
-    if kind == 1:
-        t = rng.uniform(0, math.pi)
-        a = ((x * math.cos(t) + y * math.sin(t)) // rng.uniform(3, 9) % 2)  # (h, w)
-    elif kind == 2:
-        p = rng.uniform(3, 9)
-        a = ((x // p + y // p) % 2)
-    elif kind == 3:
-        a = (rng.random((h, w), dtype=np.float32) < 0.25).astype(np.float32)
-    else:
-        t = rng.uniform(0, 2 * math.pi)
-        g = x * math.cos(t) + y * math.sin(t)
-        a = (g - g.min()) / max(float(g.max() - g.min()), 1.0)
-    a = np.broadcast_to(a, (h, w))[:, :, None]  # (h, w, 1)
-    return (c1 * (1 - a) + c2 * a).astype(np.uint8)
+        return np.zeros((h, w), dtype=np.uint8), palette
+    y = np.arange(h, dtype=np.int32)[:, None]
+    x = np.arange(w, dtype=np.int32)[None, :]
+    if kind == 1:  # stripes, fixed point as in _background
+        angle, period = rng.uniform(0, math.pi), rng.uniform(3, 9)
+        fx, fy = int(256 * math.cos(angle) / period), int(256 * math.sin(angle) / period)
+        index = ((x * fx + y * fy) >> 8) & 1
+    elif kind == 2:  # checks
+        period = int(rng.integers(3, 10))
+        index = (x // period + y // period) & 1
+    elif kind == 3:  # speckle
+        index = rng.random((h, w), dtype=np.float32) < 0.25
+    else:  # linear gradient
+        angle = rng.uniform(0, 2 * math.pi)
+        g = x * math.cos(angle) + y * math.sin(angle)  # (h, w)
+        g = g - g.min()
+        return (g * (255.0 / max(float(g.max()), 1.0))).astype(np.uint8), palette
+    return index.astype(np.uint8) * np.uint8(255), palette
 
 
 def _rasterize(outers: list[np.ndarray], holes: list[np.ndarray], w: int, h: int):
@@ -207,8 +214,8 @@ def render_image(cfg: RenderConfig, rng: np.random.Generator) -> tuple[np.ndarra
             if any(v - d < max(cfg.min_visible * f, 16) for v, f, d in zip(visible, full, hidden) if d):
                 continue
             region[mask] = len(labels) + 1
-            tex = _texture(mask.shape[0], mask.shape[1], rng)
-            image[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask] = tex[mask]
+            index, palette = _texture(mask.shape[0], mask.shape[1], rng)
+            image[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask] = palette[index[mask]]
             visible = [v - d for v, d in zip(visible, hidden)]
             labels.append(label)
             full.append(area)

@@ -92,7 +92,8 @@ def test_every_class_appears():
 def test_masks_are_exactly_the_painted_pixels(monkeypatch):
     """Paint every object pure white (background and clutter never reach 255 in all channels):
     the white pixels must be exactly the union of the visible masks."""
-    monkeypatch.setattr(render, "_texture", lambda h, w, rng: np.full((h, w, 3), 255, dtype=np.uint8))
+    white = np.full((256, 3), 255, dtype=np.uint8)
+    monkeypatch.setattr(render, "_texture", lambda h, w, rng: (np.zeros((h, w), dtype=np.uint8), white))
     for i in range(10):
         image, instances, labels = render_image(RenderConfig(), np.random.default_rng(i))
         assert labels
