@@ -1,0 +1,124 @@
+"""The ablation with the real train.py / evaluate.py on a tiny schedule and tiny synthetic data.
+
+One seed, two variants: every file is written, the table matches the runs' own metrics.json,
+a rerun skips both runs. The kill-and-resume test (a real SIGKILL of the whole ablation
+process group mid-training) is marked slow; tests/test_ablation_runner.py covers the same
+bookkeeping with stand-ins in the default suite.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = """
+trainer:
+  max_epochs: {epochs}
+  accelerator: cpu
+  devices: 1
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  num_sanity_val_steps: 0
+  limit_train_batches: 2
+  limit_val_batches: 0
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args:
+        save_last: true
+model:
+  backbone: resnet18
+  min_size: 64
+  max_size: 96
+  rpn_pre_nms_top_n_train: 100
+  rpn_post_nms_top_n_train: 50
+  rpn_pre_nms_top_n_test: 50
+  rpn_post_nms_top_n_test: 20
+  box_batch_size_per_image: 32
+  box_detections_per_img: 20
+  warmup_steps: 1
+data:
+  dataset: synthetic
+  synthetic_train: 4
+  synthetic_val: 2
+  synthetic_width: 96
+  synthetic_height: 64
+  batch_size: 2
+  num_workers: 0
+"""
+
+
+def ablation_cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "detector.ablation", "--config", str(config), "--out", str(out),
+            "--variants", "roi_pool", "roi_align_max", "--seeds", "1", "--timing-images", "1", *extra]
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH", "")) if p)
+    e["DETECTOR_CACHE"] = str(tmp_path / "cache")
+    return e
+
+
+def test_real_cli_two_variants_one_seed(tmp_path, env):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(epochs=1))
+    out = tmp_path / "abl"
+    proc = subprocess.run(ablation_cmd(config, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("results.csv", "results.json", "results.md", "runs.csv", "ablation.png"):
+        assert (out / name).is_file(), name
+
+    doc = json.loads((out / "results.json").read_text())
+    assert [s["variant"] for s in doc["summary"]] == ["roi_pool", "roi_align_max"] and not doc["missing"]
+    for s in doc["summary"]:  # the table holds each run's own metrics.json (x100)
+        run = out / "runs" / f"{s['variant']}_s32_seed0"
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        for m in ("AP", "AP50", "AP75"):
+            assert s[f"{m}_mean"] == pytest.approx(100 * metrics["bbox"][m])
+        assert metrics["model"]["roi_op"] == s["variant"].split("_max")[0]
+        assert s["train_time_min_mean"] > 0 and s["infer_ms_per_image_mean"] > 0
+    hp = json.loads((out / "runs" / "roi_align_max_s32_seed0" / "eval" / "metrics.json").read_text())["model"]
+    assert hp["roi_mode"] == "max" and hp["stride"] == 32
+
+    again = subprocess.run(ablation_cmd(config, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("complete, skipped") == 2
+    assert "training (log" not in again.stdout and "evaluating" not in again.stdout
+
+
+@pytest.mark.slow
+def test_real_cli_killed_ablation_resumes(tmp_path, env):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(epochs=4))
+    out = tmp_path / "abl"
+    cmd = ablation_cmd(config, out, "--variants", "roi_pool")
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    run = out / "runs" / "roi_pool_s32_seed0"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline and first.poll() is None:
+            ckpts = list((run / "train").rglob("epoch=*.ckpt")) if (run / "train").is_dir() else []
+            if ckpts:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the ablation ended before it could be killed"
+        assert not (run / "train.json").exists()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the ablation and its training subprocess at once
+        first.wait()
+
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming from" in second.stdout
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["train_attempts"] == 2 and rec["global_step"] == 4 * 2
