@@ -209,7 +209,7 @@ def _check_records(data: dict, name: str, report: CheckReport) -> tuple[list, li
                 report.add("structure", f"{name}: {ident}", f"missing {', '.join(map(repr, missing))}")
                 bad = True
             not_ids = [k for k in ("id", "image_id", "category_id")
-                       if k in rec and (isinstance(rec[k], bool) or not isinstance(rec[k], (int, str)))]
+                       if k in rec and (isinstance(rec[k], bool) or not isinstance(rec[k], int))]
             if not_ids:
                 report.add("structure", f"{name}: {ident}", f"{', '.join(map(repr, not_ids))} must be integers")
                 bad = True

@@ -130,6 +130,15 @@ class CocoDetection(Dataset):
             self._labels[img_id] = np.array([self.category_id_to_label[a["category_id"]] for a, k in zip(anns, keep) if k],
                                             dtype=np.int64)
             self._ann_ids[img_id] = [a["id"] for a, k in zip(anns, keep) if k]
+        if self.masks:
+            no_mask = [a for img_id in self.ids for a in self._ann_ids[img_id]
+                       if not self.coco.anns[a].get("segmentation")]
+            if no_mask:
+                shown = ", ".join(map(str, no_mask[:5])) + (", ..." if len(no_mask) > 5 else "")
+                raise DatasetError(
+                    f"{self.annotation_file}: masks=True but {len(no_mask)} annotation(s) have no 'segmentation' "
+                    f"(annotation ids {shown}); fix: add polygons or RLE to them, or train without masks (masks=False)"
+                )
         self.num_dropped_boxes = len(dropped)
         if dropped:
             shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
@@ -168,12 +177,11 @@ class CocoDetection(Dataset):
         if self.masks:
             anns = [self.coco.anns[a] for a in self._ann_ids[img_id]]
             stack = np.zeros((len(anns), h, w), dtype=np.uint8)
-            for k, ann in enumerate(anns):
-                if ann.get("segmentation"):
-                    with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2: a harmless copy= deprecation
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        m = self.coco.annToMask(ann)
-                    stack[k, : min(h, m.shape[0]), : min(w, m.shape[1])] = m[:h, :w]
+            for k, ann in enumerate(anns):  # every one has a segmentation (checked in __init__)
+                with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2: a harmless copy= deprecation
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    m = self.coco.annToMask(ann)
+                stack[k, : min(h, m.shape[0]), : min(w, m.shape[1])] = m[:h, :w]
             target["masks"] = tv_tensors.Mask(torch.from_numpy(stack))
         if self.transforms is not None:
             image, target = self.transforms(image, target)

@@ -43,7 +43,7 @@ from pycocotools import mask as mask_utils
 from detector.data.render import RenderConfig, render_image
 
 #: Bump when the rendering or the file layout changes: cached folders of an older version are regenerated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = {"train": 0, "val": 1, "test": 2}
 IMAGE_FORMATS = ("jpg", "png")
 

@@ -173,3 +173,9 @@ def test_cli_as_a_module_prints_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert "bad.json" in proc.stdout and "line 1, column 2" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_ids_must_be_integers(tmp_path):
+    report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][0].update(image_id="10"))
+    (issue,) = only(report, "structure")
+    assert "annotation id 1" in issue.where and "'image_id'" in issue.message

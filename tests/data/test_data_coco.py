@@ -139,3 +139,13 @@ def test_transforms_receive_tv_tensors_and_outputs_are_plain_tensors(messy):
     image, target = ds[0]
     assert seen["types"] == ("Image", "BoundingBoxes", (30, 40))
     assert type(image) is torch.Tensor and type(target["boxes"]) is torch.Tensor
+
+
+def test_masks_requested_but_missing_names_the_annotations(messy):
+    data, images = messy_coco()
+    del data["annotations"][5]["segmentation"]
+    images_dir, ann_file = write_coco(messy[0].parent / "nomask", data, images)
+    with pytest.raises(ValueError, match=r"instances\.json: masks=True but 1 annotation.*ids 6.*masks=False"):
+        load(images_dir, ann_file, masks=True)
+    ds, _ = load(images_dir, ann_file)  # boxes only: fine
+    assert len(ds) == 3
