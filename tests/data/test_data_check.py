@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from detector.data.check import KINDS, DatasetError, check_coco, main
