@@ -30,6 +30,17 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """``fig`` rendered as PNG bytes: ``IPython.display.Image(png_bytes(fig))`` shows it in a
+    notebook (a pyplot-free Figure has no rich display of its own)."""
+    import io
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
 def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 4000,
                       seed: int = 0) -> Figure:
     """One row per stride: RoIPool IoU histogram by size, IoU vs box size per op, edge shifts.

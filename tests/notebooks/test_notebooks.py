@@ -111,3 +111,44 @@ def test_01_roi_pool_vs_roi_align_executes(jupyter_dirs, built_ops):
     assert "RoIPool reads columns 9..17, rows 7..12 = image box (288, 224, 576, 416)" in out
     assert "IoU with the object: 0.652" in out
     assert count_images(nb) >= 5
+
+
+def make_ablation_results(out: Path) -> dict:
+    """A results folder as `python -m detector.ablation` writes it, from made-up run records:
+    six variants x strides 16, 32 x three seeds, with mask AP at stride 16."""
+    from detector.ablation.results import write_results
+    from detector.ablation.runs import RunDir, RunSpec, write_json_atomic
+    from detector.ablation.variants import DEFAULT_VARIANTS
+
+    base = {"roi_pool": 0.20, "roi_warp": 0.21, "roi_align": 0.25, "prroi_pool": 0.255}
+    specs = [RunSpec(v, stride, seed) for seed in range(3) for stride in (16, 32) for v in DEFAULT_VARIANTS]
+    for spec in specs:
+        v = spec.variant
+        ap = base[v.op] + 0.004 * spec.seed - (0.02 if spec.stride == 32 else 0.0)
+        bbox = {k: ap * f for k, f in zip(["AP", "AP50", "AP75", "APs", "APm", "APl"], [1, 1.7, 0.9, 0.4, 1.1, 1.4])}
+        rec = {"complete": True, "name": spec.name, "variant": v.name, "op": v.op, "mode": v.mode,
+               "stride": spec.stride, "seed": spec.seed, "bbox": bbox,
+               "segm": {k: 0.9 * x for k, x in bbox.items()} if spec.stride == 16 else None,
+               "train_time_s": 600.0 + spec.seed, "infer_ms_per_image": 150.0, "roi_ms_per_image": 2.0 + 0.1 * spec.seed,
+               "global_step": 1000, "train_attempts": 1}
+        write_json_atomic(RunDir(out, spec).marker, rec)
+    return write_results(out, specs, list(DEFAULT_VARIANTS), [16, 32],
+                         {"command": "python -m detector.ablation --config base.yaml --out abl --strides 16 32"})
+
+
+def test_02_ablation_executes(jupyter_dirs):
+    doc = make_ablation_results(jupyter_dirs / "abl")
+    assert len(doc["summary"]) == 12 and len(doc["runs"]) == 36
+    nb = execute_notebook(NOTEBOOKS / "02_ablation.ipynb", jupyter_dirs, {"RESULTS_DIR": str(jupyter_dirs / "abl")})
+    out = text_outputs(nb)
+    assert "36 completed runs, 12 variant x stride groups; missing: none" in out
+    assert "| 32 | RoIAlign avg | 3 | 23.4 ± 0.4 |" in out  # (0.25 + 0.004 * seed - 0.02) x 100
+    assert "| paper 2d (stride 32, box AP) | RoIAlign | 34.0 | 55.3 | 36.4 | +5.8 |" in out
+    assert count_images(nb) >= 3
+
+
+def test_02_ablation_says_what_to_run_without_results(jupyter_dirs):
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match="python -m detector.ablation"):
+        execute_notebook(NOTEBOOKS / "02_ablation.ipynb", jupyter_dirs, {"RESULTS_DIR": str(jupyter_dirs / "none")})
