@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,16 @@ def messy_coco() -> tuple[dict, dict[str, np.ndarray]]:
         "c.png": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8),
     }
     return data, images
+
+
+def png_rgb16(path: Path, rgb16: np.ndarray) -> None:
+    """Write ``uint16[H, W, 3]`` as a 48-bit PNG (Pillow cannot write one itself)."""
+    h, w, _ = rgb16.shape
+    big_endian = rgb16.astype(">u2")
+    raw = b"".join(b"\x00" + big_endian[y].tobytes() for y in range(h))  # filter byte 0 per row
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16 bits, colour type 2 (RGB)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from data_helpers import messy_coco, write_coco
+from data_helpers import messy_coco, png_rgb16, write_coco
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -149,3 +149,14 @@ def test_masks_requested_but_missing_names_the_annotations(messy):
         load(images_dir, ann_file, masks=True)
     ds, _ = load(images_dir, ann_file)  # boxes only: fine
     assert len(ds) == 3
+
+
+def test_16_bit_rgb_png_becomes_8_bit_rgb(tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    data, images = messy_coco()
+    images_dir, ann_file = write_coco(tmp_path, data, images)
+    png_rgb16(images_dir / "a.png", rgb.astype(np.uint16) * 257)
+    assert Image.open(images_dir / "a.png").size == (40, 30)
+    ds, _ = load(images_dir, ann_file)
+    image, _ = ds[0]
+    np.testing.assert_allclose((image * 255).round().permute(1, 2, 0).numpy(), rgb, atol=1)
