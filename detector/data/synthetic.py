@@ -123,10 +123,10 @@ def generate_synthetic_coco(
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     pool = None
     if workers > 1 and sum(counts.values()) >= 4 * workers:
-        # fork where the OS has it: forkserver/spawn re-import the caller's __main__ in every worker
-        # (seconds when that is a torch script, and an error when it lacks a __main__ guard).
-        # The children only run numpy/PIL code, so a parent with torch threads is harmless.
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        # fork on Linux: forkserver/spawn re-import the caller's __main__ in every worker (seconds
+        # when that is a torch script, an error when it lacks a __main__ guard). The children only
+        # run numpy/PIL code, so a parent with torch threads is harmless. macOS/Windows: spawn.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
     try:
         for split, n in counts.items():
