@@ -26,12 +26,13 @@ def epoch_ids(loader):
 
 
 def test_yields_batches_of_lists(tiny_synthetic):
-    dm = from_folder(tiny_synthetic, batch_size=4, masks=True)
+    dm = from_folder(tiny_synthetic, batch_size=4, masks=True, jitter=0.9)
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     assert len(images) == len(targets) == 4
     for image, target in zip(images, targets):
         assert image.shape == (3, 96, 128) and image.dtype == torch.float32
+        assert 0.0 <= image.min() and image.max() <= 1.0  # still after colour jitter
         assert target["boxes"].shape[1] == 4 and target["labels"].dtype == torch.int64
         assert target["masks"].shape == (len(target["labels"]), 96, 128)
     val = list(dm.val_dataloader())
