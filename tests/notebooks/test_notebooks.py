@@ -152,3 +152,70 @@ def test_02_ablation_says_what_to_run_without_results(jupyter_dirs):
 
     with pytest.raises(CellExecutionError, match="python -m detector.ablation"):
         execute_notebook(NOTEBOOKS / "02_ablation.ipynb", jupyter_dirs, {"RESULTS_DIR": str(jupyter_dirs / "none")})
+
+
+TINY_MASK_CONFIG = """
+trainer:
+  max_steps: 1
+  accelerator: cpu
+  devices: 1
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  num_sanity_val_steps: 0
+  limit_val_batches: 0
+model:
+  backbone: resnet18
+  mask: true
+  min_size: 64
+  max_size: 96
+  rpn_pre_nms_top_n_train: 100
+  rpn_post_nms_top_n_train: 50
+  rpn_pre_nms_top_n_test: 50
+  rpn_post_nms_top_n_test: 20
+  box_batch_size_per_image: 32
+  box_detections_per_img: 20
+  mask_head_layers: [32, 32]
+  mask_dim_reduced: 32
+  warmup_steps: 1
+data:
+  dataset: synthetic
+  masks: true
+  synthetic_train: 2
+  synthetic_val: 2
+  synthetic_width: 96
+  synthetic_height: 64
+  batch_size: 2
+  num_workers: 0
+"""
+
+
+@pytest.fixture
+def tiny_checkpoint(jupyter_dirs, monkeypatch):
+    """A Mask R-CNN checkpoint after one training step, written by the real train CLI (in-process)."""
+    from detector.cli import main_train
+
+    monkeypatch.setenv("DETECTOR_CACHE", str(jupyter_dirs / "cache"))
+    config = jupyter_dirs / "tiny.yaml"
+    config.write_text(TINY_MASK_CONFIG)
+    main_train(["fit", "--config", str(config), "--trainer.default_root_dir", str(jupyter_dirs / "run")])
+    ckpts = sorted((jupyter_dirs / "run").rglob("last.ckpt"))
+    assert ckpts, "train.py wrote no last.ckpt"
+    return ckpts[0]
+
+
+def test_03_predictions_executes(jupyter_dirs, tiny_checkpoint):
+    nb = execute_notebook(NOTEBOOKS / "03_predictions.ipynb", jupyter_dirs,
+                          {"CHECKPOINT": str(tiny_checkpoint), "NUM_IMAGES": 2, "SCORE_THRESH": 0.0})
+    out = text_outputs(nb)
+    assert "resnet18 stride 32, roi_op=roi_align (avg), mask branch: True, step 1" in out
+    assert "2 validation images; drawing 2" in out
+    assert count_images(nb) == 1
+
+
+def test_03_predictions_says_what_to_do_without_a_checkpoint(jupyter_dirs):
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match="train one with"):
+        execute_notebook(NOTEBOOKS / "03_predictions.ipynb", jupyter_dirs,
+                         {"CHECKPOINT": str(jupyter_dirs / "missing.ckpt")})
