@@ -7,8 +7,8 @@ to the four neighbours of the arg-max sample, ties to the first sample in row-ma
 Which path runs (chosen by measurement, ``benchmarks/roi_ops.py``):
 
 - CPU with the extension built: the C++ kernel (``csrc/align_max.cpp``) wrapped in
-  :class:`_AlignMaxFunction`. It needs no intermediate tensor beyond an int32 arg-max map
-  of the output's size.
+  :class:`_AlignMaxFunction`. Its only extra memory is an arg-max map of the output's
+  shape in int8 (int16/int32 only for grids beyond 127 samples per bin).
 - Otherwise (CUDA, or no compiler): :func:`align_max_torch`. Its idea: the sample points
   of bin ``(ph, pw)`` are exactly the bin centres of ``torchvision.ops.roi_align`` with
   output size ``(PH*gh, PW*gw)`` and ``sampling_ratio=1`` (same start, bin size
@@ -34,8 +34,7 @@ _CHUNK_ELEMENTS = 1 << 24
 class _AlignMaxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, ph, pw, scale, sampling_ratio, aligned):
-        ext = load_extension()
-        out, argmax = ext.align_max_forward(input, rois, scale, ph, pw, sampling_ratio, aligned)
+        out, argmax = load_extension().align_max_forward(input, rois, scale, ph, pw, sampling_ratio, aligned)
         ctx.save_for_backward(rois, argmax)
         ctx.args = (scale, ph, pw, sampling_ratio, aligned, tuple(input.shape))
         ctx.mark_non_differentiable(argmax)
@@ -45,9 +44,8 @@ class _AlignMaxFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         rois, argmax = ctx.saved_tensors
-        scale, ph, pw, sampling_ratio, aligned, (n, c, h, w) = ctx.args
-        ext = load_extension()
-        grad_input = ext.align_max_backward(grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, n, c, h, w)
+        scale, ph, pw, sampling_ratio, aligned, shape = ctx.args
+        grad_input = load_extension().align_max_backward(grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, shape)
         return grad_input, None, None, None, None, None, None
 
 

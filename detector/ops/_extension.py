@@ -1,11 +1,12 @@
-"""Build and load the C++ CPU kernels of ``detector.ops`` (once per source version, cached).
+"""Build, load and call the C++ CPU kernels of ``detector.ops`` (built once per source version).
 
 The kernels in ``csrc/`` (RoIAlign max mode, PrRoIPool) are compiled on first use with
-``torch.utils.cpp_extension.load`` (ninja, ``-O3 -fopenmp``) and registered as
-``torch.ops.detector_ops.*`` through ``TORCH_LIBRARY`` (no pybind11: that halves the
-build time). Why JIT rather than a compiled wheel: the package stays pure-Python to
-install, and the build (~20-40 s, once) happens where the compiler and the exact torch
-headers are.
+``torch.utils.cpp_extension.load`` (ninja, ``-O3 -fopenmp``, ``at::parallel_for``) into a
+shared library of plain ``extern "C"`` functions, which :class:`Kernels` calls through
+``ctypes`` on tensors it allocates and checks. Why not ``TORCH_LIBRARY`` or pybind11:
+their headers alone take ~10-25 s to compile; without them the build takes a few seconds.
+Why JIT rather than a compiled wheel: the package stays pure Python to install, and the
+build happens once where the compiler and the exact torch headers are.
 
 The build directory is keyed by a hash of the sources, the torch version and the Python
 version, so edits or upgrades never load a stale binary. ``torch.utils.cpp_extension``
@@ -20,6 +21,7 @@ values, only slower. ``DETECTOR_OPS_NO_EXTENSION=1`` forces that path.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -54,9 +57,106 @@ def _build_dir(digest: str) -> Path:
     raise OSError("no writable directory for the detector.ops C++ build")
 
 
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_INDEX_DTYPES = {1: torch.int8, 2: torch.int16, 4: torch.int32}
+_I64, _DBL, _INT, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+class Kernels:
+    """Tensor-level wrappers of the C functions (CPU, float32/float64, any contiguity)."""
+
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)
+        err = [ctypes.c_char_p, _I64]
+        lib.detector_align_max_grid.argtypes = [_INT, _PTR, _I64, _I64, _I64, _DBL, _I64, _INT]
+        lib.detector_align_max_grid.argtypes += [ctypes.POINTER(_I64), ctypes.POINTER(_DBL)] + err
+        lib.detector_align_max_forward.argtypes = [_INT, _PTR, _PTR, _PTR, _PTR, _INT] + [_I64] * 6
+        lib.detector_align_max_forward.argtypes += [_DBL, _I64, _INT, _DBL] + err
+        lib.detector_align_max_backward.argtypes = [_INT, _PTR, _PTR, _PTR, _INT, _PTR] + [_I64] * 6
+        lib.detector_align_max_backward.argtypes += [_DBL, _I64, _INT] + err
+        lib.detector_prroi_forward.argtypes = [_INT, _PTR, _PTR, _PTR] + [_I64] * 6 + [_DBL] + err
+        lib.detector_prroi_backward.argtypes = [_INT] + [_PTR] * 6 + [_I64] * 6 + [_DBL] + err
+        for fn in ("grid", "forward", "backward"):
+            getattr(lib, f"detector_align_max_{fn}").restype = _INT
+        lib.detector_prroi_forward.restype = lib.detector_prroi_backward.restype = _INT
+        self.lib = lib
+
+    @staticmethod
+    def _call(fn, *args) -> None:
+        error = ctypes.create_string_buffer(512)
+        if fn(*args, error, len(error)) != 0:
+            raise RuntimeError(f"detector.ops C++ kernel {fn.__name__}: {error.value.decode(errors='replace')}")
+
+    @staticmethod
+    def _check(input: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if input.device.type != "cpu" or rois.device.type != "cpu":
+            raise ValueError("detector.ops C++ kernels take CPU tensors")
+        if input.dtype not in _DTYPE_CODES or rois.dtype != input.dtype:
+            raise TypeError(f"detector.ops C++ kernels take float32/float64, got {input.dtype} and {rois.dtype}")
+        if input.dim() != 4 or rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(f"expected input [N, C, H, W] and rois [K, 5], got {tuple(input.shape)}, {tuple(rois.shape)}")
+        return input.contiguous(), rois.contiguous(), _DTYPE_CODES[input.dtype]
+
+    def align_max_forward(self, input, rois, scale, ph, pw, sampling_ratio, aligned):
+        """-> (output (K, C, PH, PW), argmax (same shape, int8/int16/int32 sample index, -1 = empty bin))."""
+        input, rois, code = self._check(input, rois)
+        k, (n, c, h, w) = rois.shape[0], input.shape
+        most, samples = _I64(0), _DBL(0.0)
+        self._call(self.lib.detector_align_max_grid, code, _ptr(rois), k, ph, pw, scale, sampling_ratio,
+                   int(aligned), ctypes.byref(most), ctypes.byref(samples))
+        index_bytes = 1 if most.value <= 127 else (2 if most.value <= 32767 else 4)
+        output = input.new_empty((k, c, ph, pw))
+        argmax = torch.empty((k, c, ph, pw), dtype=_INDEX_DTYPES[index_bytes])
+        if output.numel() > 0:
+            nhwc = input.permute(0, 2, 3, 1).contiguous()  # (N, C, H, W) -> (N, H, W, C)
+            self._call(self.lib.detector_align_max_forward, code, _ptr(nhwc), _ptr(rois), _ptr(output),
+                       _ptr(argmax), index_bytes, k, c, h, w, ph, pw, scale, sampling_ratio, int(aligned),
+                       samples.value)
+        return output, argmax
+
+    def align_max_backward(self, grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, shape):
+        """-> grad_input (N, C, H, W) for the output gradient ``grad`` (K, C, PH, PW)."""
+        grad, rois, code = self._check(grad, rois)
+        argmax = argmax.contiguous()
+        n, c, h, w = shape
+        grad_input = grad.new_zeros((n, c, h, w))
+        if grad.numel() > 0:
+            self._call(self.lib.detector_align_max_backward, code, _ptr(grad), _ptr(rois), _ptr(argmax),
+                       argmax.element_size(), _ptr(grad_input), rois.shape[0], c, h, w, ph, pw, scale,
+                       sampling_ratio, int(aligned))
+        return grad_input
+
+    def prroi_forward(self, input, rois, scale, ph, pw):
+        """-> output (K, C, PH, PW)."""
+        input, rois, code = self._check(input, rois)
+        k, (n, c, h, w) = rois.shape[0], input.shape
+        output = input.new_empty((k, c, ph, pw))
+        if output.numel() > 0:
+            self._call(self.lib.detector_prroi_forward, code, _ptr(input), _ptr(rois), _ptr(output),
+                       k, c, h, w, ph, pw, scale)
+        return output
+
+    def prroi_backward(self, grad, input, rois, output, scale, ph, pw, need_input, need_rois):
+        """-> (grad_input or None, grad_rois or None); ``output`` is needed only for ``need_rois``."""
+        input, rois, code = self._check(input, rois)
+        grad = grad.contiguous()
+        output = output.contiguous() if need_rois else None
+        k, (n, c, h, w) = rois.shape[0], input.shape
+        grad_input = torch.zeros_like(input) if need_input else None
+        grad_rois = torch.zeros_like(rois) if need_rois else None
+        if grad.numel() > 0 and (need_input or need_rois):
+            self._call(self.lib.detector_prroi_backward, code, _ptr(grad), _ptr(input), _ptr(rois), _ptr(output),
+                       _ptr(grad_input), _ptr(grad_rois), k, c, h, w, ph, pw, scale)
+        return grad_input, grad_rois
+
+
 @functools.lru_cache(maxsize=None)
-def load_extension():
-    """Return ``torch.ops.detector_ops`` with the C++ kernels loaded, or ``None`` (warned once)."""
+def load_extension() -> Optional[Kernels]:
+    """Return the :class:`Kernels` (building them on first use), or ``None`` (warned once)."""
     if os.environ.get("DETECTOR_OPS_NO_EXTENSION", "") not in ("", "0"):
         return None
     try:
@@ -66,7 +166,7 @@ def load_extension():
         for name in _SOURCES + _HEADERS:
             digest.update((_CSRC / name).read_bytes())
         build_dir = _build_dir(digest.hexdigest()[:12])
-        load(
+        path = load(
             name=_NAME,
             sources=[str(_CSRC / s) for s in _SOURCES],
             extra_cflags=["-O3", "-fopenmp"],
@@ -75,7 +175,7 @@ def load_extension():
             is_python_module=False,
             verbose=False,
         )
-        return torch.ops.detector_ops
+        return Kernels(path)
     except Exception as error:  # any build/load failure -> fallback, said once
         warnings.warn(
             "detector.ops: the C++ CPU kernels could not be built or loaded "

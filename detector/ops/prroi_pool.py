@@ -58,11 +58,10 @@ class _PrRoIPoolFunction(torch.autograd.Function):
         input, rois, out = ctx.saved_tensors
         scale, ph, pw = ctx.args
         need_input, need_rois = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        placeholder = out if out is not None else grad
         grad_input, grad_rois = load_extension().prroi_backward(
-            grad, input, rois, placeholder, scale, ph, pw, need_input, need_rois
+            grad, input, rois, out, scale, ph, pw, need_input, need_rois
         )
-        return (grad_input if need_input else None), (grad_rois if need_rois else None), None, None, None
+        return grad_input, grad_rois, None, None, None
 
 
 def prroi_cpp(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float) -> Tensor:

@@ -13,15 +13,9 @@
 // index per output element (int8/16/32, the narrowest that fits), so the backward touches
 // one sample per bin; the backward is split over channels so that no two threads write
 // the same gradient plane (no atomics).
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <limits>
-#include <tuple>
 #include <type_traits>
 
 #include "roi_common.h"
@@ -82,9 +76,10 @@ void fill_axis(std::vector<AxisSample<T>>& out, T start, T bin, int64_t P, int64
 // branches of the running max (measured: ~3x slower than torchvision's avg kernel).
 template <typename T, typename Index>
 void forward_impl(const T* input_nhwc, const T* rois, T* output, Index* argmax, int64_t K, int64_t C, int64_t H,
-                  int64_t W, int64_t PH, int64_t PW, T scale, int64_t sampling_ratio, bool aligned) {
+                  int64_t W, int64_t PH, int64_t PW, T scale, int64_t sampling_ratio, bool aligned,
+                  double samples) {
   const int64_t plane = PH * PW;
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, K, grain_for(K, samples * C), [&](int64_t begin, int64_t end) {
     std::vector<AxisSample<T>> ys, xs;
     std::vector<T> best_buf(C);
     std::vector<int32_t> index_buf(C);
@@ -149,7 +144,7 @@ void backward_impl(const T* grad, const T* rois, const Index* argmax, T* grad_in
   std::vector<AlignBox<T>> boxes(K);
   for (int64_t k = 0; k < K; ++k) boxes[k] = align_box(rois + k * 5, scale, PH, PW, sampling_ratio, aligned);
   // One task owns whole channels, so its writes never collide with another task's.
-  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, C, grain_for(C, static_cast<double>(K * C * plane)), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       for (int64_t k = 0; k < K; ++k) {
         const AlignBox<T>& b = boxes[k];
@@ -175,89 +170,83 @@ void backward_impl(const T* grad, const T* rois, const Index* argmax, T* grad_in
   });
 }
 
-void check_args(const at::Tensor& input, const at::Tensor& rois) {
-  TORCH_CHECK(input.device().is_cpu() && rois.device().is_cpu(), "detector_ops: CPU tensors expected");
-  TORCH_CHECK(input.dim() == 4, "detector_ops: input must be [N, C, H, W]");
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, "detector_ops: rois must be [K, 5]");
-  TORCH_CHECK(input.scalar_type() == rois.scalar_type(), "detector_ops: input and rois dtypes differ");
-}
-
-// Calls fn with a null pointer of the narrowest signed integer type that holds every
-// sample index of these boxes (int8 for <= 127 samples per bin): the arg-max map is the
-// op's only extra memory, so this keeps it at 1/4 of the output for usual grids.
+// Arg-max maps use the narrowest signed integer that holds every sample index
+// (int8 for <= 127 samples per bin): it is the op's only extra memory, so this keeps it at
+// 1/4 of the output for usual grids. `index_bytes` is 1, 2 or 4.
 template <typename Fn>
-void dispatch_index(at::ScalarType type, Fn&& fn) {
-  if (type == at::kChar) {
+void dispatch_index(int index_bytes, Fn&& fn) {
+  if (index_bytes == 1) {
     fn(static_cast<int8_t*>(nullptr));
-  } else if (type == at::kShort) {
+  } else if (index_bytes == 2) {
     fn(static_cast<int16_t*>(nullptr));
-  } else {
-    TORCH_CHECK(type == at::kInt, "detector_ops: argmax must be int8, int16 or int32");
+  } else if (index_bytes == 4) {
     fn(static_cast<int32_t*>(nullptr));
+  } else {
+    throw std::invalid_argument("detector_ops: index_bytes must be 1, 2 or 4");
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> align_max_forward(const at::Tensor& input_, const at::Tensor& rois_,
-                                                     double spatial_scale, int64_t PH, int64_t PW,
-                                                     int64_t sampling_ratio, bool aligned) {
-  check_args(input_, rois_);
-  at::Tensor rois = rois_.contiguous();
-  const int64_t K = rois.size(0), C = input_.size(1), H = input_.size(2), W = input_.size(3);
-  at::Tensor output = at::empty({K, C, PH, PW}, input_.options());
-  int64_t most = 0;  // largest number of samples in one bin
-  AT_DISPATCH_FLOATING_TYPES(input_.scalar_type(), "align_max_grid", [&] {
-    const scalar_t* r = rois.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < K; ++k) {
-      auto b = align_box(r + k * 5, static_cast<scalar_t>(spatial_scale), PH, PW, sampling_ratio, aligned);
-      most = std::max(most, std::max<int64_t>(b.grid_h, 0) * std::max<int64_t>(b.grid_w, 0));
-    }
-  });
-  const at::ScalarType index_type = most <= 127 ? at::kChar : (most <= 32767 ? at::kShort : at::kInt);
-  at::Tensor argmax = at::empty({K, C, PH, PW}, input_.options().dtype(index_type));
-  if (output.numel() == 0) return {output, argmax};
-  at::Tensor input = input_.permute({0, 2, 3, 1}).contiguous();  // (N, C, H, W) -> (N, H, W, C)
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "align_max_forward", [&] {
-    dispatch_index(index_type, [&](auto* tag) {
-      using Index = std::remove_pointer_t<decltype(tag)>;
-      forward_impl<scalar_t, Index>(input.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(),
-                                    output.data_ptr<scalar_t>(), static_cast<Index*>(argmax.data_ptr()), K, C, H, W,
-                                    PH, PW, static_cast<scalar_t>(spatial_scale), sampling_ratio, aligned);
-    });
-  });
-  return {output, argmax};
-}
-
-at::Tensor align_max_backward(const at::Tensor& grad_, const at::Tensor& rois_, const at::Tensor& argmax_,
-                              double spatial_scale, int64_t PH, int64_t PW, int64_t sampling_ratio, bool aligned,
-                              int64_t N, int64_t C, int64_t H, int64_t W) {
-  check_args(grad_, rois_);
-  at::Tensor grad = grad_.contiguous(), rois = rois_.contiguous(), argmax = argmax_.contiguous();
-  at::Tensor grad_input = at::zeros({N, C, H, W}, grad.options());
-  if (grad.numel() == 0) return grad_input;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "align_max_backward", [&] {
-    dispatch_index(argmax.scalar_type(), [&](auto* tag) {
-      using Index = std::remove_pointer_t<decltype(tag)>;
-      backward_impl<scalar_t, Index>(grad.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(),
-                                     static_cast<const Index*>(argmax.data_ptr()), grad_input.data_ptr<scalar_t>(),
-                                     rois.size(0), C, H, W, PH, PW, static_cast<scalar_t>(spatial_scale),
-                                     sampling_ratio, aligned);
-    });
-  });
-  return grad_input;
-}
-
 }  // namespace
+}  // namespace detector_ops
 
-TORCH_LIBRARY_FRAGMENT(detector_ops, m) {
-  m.def(
-      "align_max_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
-      "int sampling_ratio, bool aligned) -> (Tensor, Tensor)",
-      &align_max_forward);
-  m.def(
-      "align_max_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
-      "int pooled_width, int sampling_ratio, bool aligned, int batch, int channels, int height, int width) "
-      "-> Tensor",
-      &align_max_backward);
+using namespace detector_ops;
+
+extern "C" {
+
+// Largest number of samples in one bin over all boxes (sizes the arg-max dtype); writes
+// the total number of samples of one channel to *samples (sizes the parallel grain).
+int detector_align_max_grid(int dtype, const void* rois, int64_t K, int64_t PH, int64_t PW, double scale,
+                            int64_t sampling_ratio, int aligned, int64_t* most, double* samples, char* error,
+                            int64_t error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch_float(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const T* r = static_cast<const T*>(rois);
+      *most = 0;
+      *samples = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const AlignBox<T> b = align_box(r + k * 5, static_cast<T>(scale), PH, PW, sampling_ratio, aligned != 0);
+        const int64_t per_bin = std::max<int64_t>(b.grid_h, 0) * std::max<int64_t>(b.grid_w, 0);
+        *most = std::max(*most, per_bin);
+        *samples += static_cast<double>(per_bin + 1) * PH * PW;
+      }
+    });
+  });
 }
 
-}  // namespace detector_ops
+// input_nhwc: (N, H, W, C); rois: (K, 5); output: (K, C, PH, PW); argmax: same shape, int8/16/32.
+int detector_align_max_forward(int dtype, const void* input_nhwc, const void* rois, void* output, void* argmax,
+                               int index_bytes, int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                               double scale, int64_t sampling_ratio, int aligned, double samples, char* error,
+                               int64_t error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch_float(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch_index(index_bytes, [&](auto* index_tag) {
+        using Index = std::remove_pointer_t<decltype(index_tag)>;
+        forward_impl<T, Index>(static_cast<const T*>(input_nhwc), static_cast<const T*>(rois), static_cast<T*>(output),
+                               static_cast<Index*>(argmax), K, C, H, W, PH, PW, static_cast<T>(scale), sampling_ratio,
+                               aligned != 0, samples);
+      });
+    });
+  });
+}
+
+// grad: (K, C, PH, PW); grad_input: (N, C, H, W), zero-filled by the caller.
+int detector_align_max_backward(int dtype, const void* grad, const void* rois, const void* argmax, int index_bytes,
+                                void* grad_input, int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                                double scale, int64_t sampling_ratio, int aligned, char* error, int64_t error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch_float(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch_index(index_bytes, [&](auto* index_tag) {
+        using Index = std::remove_pointer_t<decltype(index_tag)>;
+        backward_impl<T, Index>(static_cast<const T*>(grad), static_cast<const T*>(rois),
+                                static_cast<const Index*>(argmax), static_cast<T*>(grad_input), K, C, H, W, PH, PW,
+                                static_cast<T>(scale), sampling_ratio, aligned != 0);
+      });
+    });
+  });
+}
+
+}  // extern "C"

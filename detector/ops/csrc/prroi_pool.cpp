@@ -12,15 +12,9 @@
 // Box gradient: d/dy_hi of the integral is the line integral along the bin's top edge,
 // sum_j Wx[pw, j] * (F interpolated at row y_hi)[j]; likewise for the other three edges.
 // Bin edges are y1 + e * bin_h (e = 0..PH), so each edge line is computed once per channel.
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
-#include <torch/library.h>
 
-#include <tuple>
+#include <type_traits>
 
 #include "roi_common.h"
 
@@ -49,6 +43,7 @@ struct PrTables {
   std::vector<PrBox<T>> boxes;
   std::vector<T> wy, wx;              // dense per-box weight tables
   std::vector<int64_t> rb, re, cb, ce;  // per-bin row / column ranges (K*PH, K*PW)
+  double work = 0;                       // ~inner-loop steps per channel, all boxes (grain sizing)
 };
 
 // Cells [begin, end) of one axis that a bin [lo, hi] touches (hat support is +-1 cell).
@@ -97,10 +92,11 @@ PrTables<T> build_tables(const T* rois, int64_t K, int64_t H, int64_t W, int64_t
     b.wx_off = wx_size;
     wy_size += PH * (b.r1 - b.r0);
     wx_size += PW * (b.c1 - b.c0);
+    t.work += static_cast<double>(PH * ((b.r1 - b.r0 + 2) * (b.c1 - b.c0 + 1) + PW * (b.c1 - b.c0 + 2)));
   }
   t.wy.assign(wy_size, T(0));
   t.wx.assign(wx_size, T(0));
-  at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, K, grain_for(K, static_cast<double>(wy_size + wx_size) * 8), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const PrBox<T>& b = t.boxes[k];
       const double y1 = b.y1d, x1 = b.x1d, bhd = b.bin_hd, bwd = b.bin_wd;
@@ -124,7 +120,7 @@ PrTables<T> build_tables(const T* rois, int64_t K, int64_t H, int64_t W, int64_t
 template <typename T>
 void forward_impl(const T* input, const PrTables<T>& t, T* output, int64_t K, int64_t C, int64_t H, int64_t W,
                   int64_t PH, int64_t PW) {
-  at::parallel_for(0, K * C, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, K * C, grain_for(K * C, t.work * C), [&](int64_t begin, int64_t end) {
     std::vector<T> g(W);
     for (int64_t kc = begin; kc < end; ++kc) {
       const int64_t k = kc / C, c = kc % C;
@@ -160,7 +156,7 @@ template <typename T>
 void backward_input_impl(const T* grad, const PrTables<T>& t, T* grad_input, int64_t K, int64_t C, int64_t H,
                          int64_t W, int64_t PH, int64_t PW) {
   // One task owns whole channels: no two tasks write the same gradient plane.
-  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, C, grain_for(C, t.work * C), [&](int64_t begin, int64_t end) {
     std::vector<T> gx(W);
     for (int64_t c = begin; c < end; ++c) {
       for (int64_t k = 0; k < K; ++k) {
@@ -205,7 +201,7 @@ inline void edge_weights(T v, int64_t size, int64_t& a, T& w0, T& w1) {
 template <typename T>
 void backward_rois_impl(const T* grad, const T* input, const T* output, const PrTables<T>& t, T* grad_rois,
                         int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW, T scale) {
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, K, grain_for(K, 3 * t.work * C), [&](int64_t begin, int64_t end) {
     std::vector<T> line, ly((PH + 1) * PW), lx((PW + 1) * PH);
     for (int64_t k = begin; k < end; ++k) {
       const PrBox<T>& b = t.boxes[k];
@@ -280,61 +276,42 @@ void backward_rois_impl(const T* grad, const T* input, const T* output, const Pr
   });
 }
 
-void check_args(const at::Tensor& input, const at::Tensor& rois) {
-  TORCH_CHECK(input.device().is_cpu() && rois.device().is_cpu(), "detector_ops: CPU tensors expected");
-  TORCH_CHECK(input.dim() == 4, "detector_ops: input must be [N, C, H, W]");
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, "detector_ops: rois must be [K, 5]");
-  TORCH_CHECK(input.scalar_type() == rois.scalar_type(), "detector_ops: input and rois dtypes differ");
-}
-
-at::Tensor prroi_forward(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale, int64_t PH,
-                         int64_t PW) {
-  check_args(input_, rois_);
-  at::Tensor input = input_.contiguous(), rois = rois_.contiguous();
-  const int64_t K = rois.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  at::Tensor output = at::empty({K, C, PH, PW}, input.options());
-  if (output.numel() == 0) return output;
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "prroi_forward", [&] {
-    auto t = build_tables<scalar_t>(rois.data_ptr<scalar_t>(), K, H, W, PH, PW, spatial_scale);
-    forward_impl<scalar_t>(input.data_ptr<scalar_t>(), t, output.data_ptr<scalar_t>(), K, C, H, W, PH, PW);
-  });
-  return output;
-}
-
-std::tuple<at::Tensor, at::Tensor> prroi_backward(const at::Tensor& grad_, const at::Tensor& input_,
-                                                  const at::Tensor& rois_, const at::Tensor& output_,
-                                                  double spatial_scale, int64_t PH, int64_t PW, bool input_grad,
-                                                  bool rois_grad) {
-  check_args(input_, rois_);
-  at::Tensor grad = grad_.contiguous(), input = input_.contiguous(), rois = rois_.contiguous();
-  at::Tensor output = output_.contiguous();
-  const int64_t K = rois.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  // An output that was not asked for is returned empty (shape [0]).
-  at::Tensor grad_input = input_grad ? at::zeros_like(input) : at::empty({0}, input.options());
-  at::Tensor grad_rois = rois_grad ? at::zeros_like(rois) : at::empty({0}, rois.options());
-  if (grad.numel() == 0) return {grad_input, grad_rois};
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "prroi_backward", [&] {
-    auto t = build_tables<scalar_t>(rois.data_ptr<scalar_t>(), K, H, W, PH, PW, spatial_scale);
-    if (input_grad)
-      backward_input_impl<scalar_t>(grad.data_ptr<scalar_t>(), t, grad_input.data_ptr<scalar_t>(), K, C, H, W, PH,
-                                    PW);
-    if (rois_grad)
-      backward_rois_impl<scalar_t>(grad.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
-                                   output.data_ptr<scalar_t>(), t, grad_rois.data_ptr<scalar_t>(), K, C, H, W, PH,
-                                   PW, static_cast<scalar_t>(spatial_scale));
-  });
-  return {grad_input, grad_rois};
-}
-
 }  // namespace
+}  // namespace detector_ops
 
-TORCH_LIBRARY_FRAGMENT(detector_ops, m) {
-  m.def("prroi_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) -> Tensor",
-        &prroi_forward);
-  m.def(
-      "prroi_backward(Tensor grad, Tensor input, Tensor rois, Tensor output, float spatial_scale, "
-      "int pooled_height, int pooled_width, bool input_grad, bool rois_grad) -> (Tensor, Tensor)",
-      &prroi_backward);
+using namespace detector_ops;
+
+extern "C" {
+
+// input: (N, C, H, W); rois: (K, 5); output: (K, C, PH, PW).
+int detector_prroi_forward(int dtype, const void* input, const void* rois, void* output, int64_t K, int64_t C,
+                           int64_t H, int64_t W, int64_t PH, int64_t PW, double scale, char* error,
+                           int64_t error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch_float(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const PrTables<T> t = build_tables<T>(static_cast<const T*>(rois), K, H, W, PH, PW, scale);
+      forward_impl<T>(static_cast<const T*>(input), t, static_cast<T*>(output), K, C, H, W, PH, PW);
+    });
+  });
 }
 
-}  // namespace detector_ops
+// grad, output: (K, C, PH, PW). grad_input (N, C, H, W), zero-filled by the caller, or null;
+// grad_rois (K, 5) or null (then output may be null too).
+int detector_prroi_backward(int dtype, const void* grad, const void* input, const void* rois, const void* output,
+                            void* grad_input, void* grad_rois, int64_t K, int64_t C, int64_t H, int64_t W,
+                            int64_t PH, int64_t PW, double scale, char* error, int64_t error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch_float(dtype, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const PrTables<T> t = build_tables<T>(static_cast<const T*>(rois), K, H, W, PH, PW, scale);
+      if (grad_input != nullptr)
+        backward_input_impl<T>(static_cast<const T*>(grad), t, static_cast<T*>(grad_input), K, C, H, W, PH, PW);
+      if (grad_rois != nullptr)
+        backward_rois_impl<T>(static_cast<const T*>(grad), static_cast<const T*>(input), static_cast<const T*>(output),
+                              t, static_cast<T*>(grad_rois), K, C, H, W, PH, PW, static_cast<T>(scale));
+    });
+  });
+}
+
+}  // extern "C"

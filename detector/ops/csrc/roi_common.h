@@ -1,5 +1,10 @@
 // Helpers shared by the CPU kernels of detector.ops (RoIAlign max mode, PrRoIPool).
 //
+// Interface: plain `extern "C"` functions on raw, contiguous buffers, called through
+// ctypes by detector/ops/_extension.py, which allocates every tensor and checks shapes,
+// dtypes and devices. Including no torch header but <ATen/Parallel.h> keeps the one-time
+// JIT build at a few seconds (torch/library.h alone costs ~10 s of compile time).
+//
 // The Python side (detector/ops/_common.py) guarantees finite box coordinates and valid
 // batch indices before calling a kernel; these helpers still clamp every float before it
 // is cast to int, because a cast of an out-of-range float is undefined behaviour.
@@ -8,6 +13,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
 #include <vector>
 
 namespace detector_ops {
@@ -25,6 +33,17 @@ inline int64_t clamped_ceil(T v, int64_t lo, int64_t hi) {
   if (!(v >= static_cast<T>(lo))) return lo;
   if (v >= static_cast<T>(hi)) return hi;
   return static_cast<int64_t>(std::ceil(v));
+}
+
+// Grain for at::parallel_for over `items` tasks that together do about `work` inner-loop
+// steps: each task gets at least ~32k steps (ATen's own GRAIN_SIZE), so small calls
+// (tests, tiny batches) run inline instead of paying for an OpenMP region, whose start
+// costs milliseconds when the cores are oversubscribed.
+inline int64_t grain_for(int64_t items, double work) {
+  if (items <= 0) return 1;
+  if (!(work > 0.0)) return items;
+  const double grain = std::ceil(static_cast<double>(items) * 32768.0 / work);
+  return grain >= static_cast<double>(items) ? items : std::max<int64_t>(1, static_cast<int64_t>(grain));
 }
 
 // One sampling coordinate along one axis, reduced to its two neighbours and weights,
@@ -57,6 +76,37 @@ inline AxisSample<T> axis_sample(T v, int64_t size) {
   s.w_lo = T(1) - l;
   s.w_hi = l;
   return s;
+}
+
+// Runs fn, turning any C++ exception into return code 1 and a message in `error`
+// (exceptions must not cross the C boundary).
+template <typename Fn>
+int guarded(char* error, int64_t error_len, Fn&& fn) {
+  try {
+    fn();
+    return 0;
+  } catch (const std::exception& e) {
+    if (error != nullptr && error_len > 0) {
+      std::strncpy(error, e.what(), static_cast<size_t>(error_len - 1));
+      error[error_len - 1] = '\0';
+    }
+    return 1;
+  } catch (...) {
+    if (error != nullptr && error_len > 0) std::strncpy(error, "unknown C++ exception", static_cast<size_t>(error_len - 1));
+    return 1;
+  }
+}
+
+// dtype codes shared with _extension.py: 0 = float32, 1 = float64.
+template <typename Fn>
+void dispatch_float(int dtype, Fn&& fn) {
+  if (dtype == 0) {
+    fn(static_cast<float*>(nullptr));
+  } else if (dtype == 1) {
+    fn(static_cast<double*>(nullptr));
+  } else {
+    throw std::invalid_argument("detector_ops: dtype code must be 0 (float32) or 1 (float64)");
+  }
 }
 
 }  // namespace detector_ops
