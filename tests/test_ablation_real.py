@@ -1,7 +1,7 @@
 """The ablation with the real train.py / evaluate.py on a tiny schedule and tiny synthetic data.
 
 One seed, two variants: every file is written, the table matches the runs' own metrics.json,
-a rerun skips both runs. The kill-and-resume test (a real SIGKILL of the whole ablation
+a rerun skips both runs. Checkpointing is train.py's default (``checkpoints/last.ckpt``). The kill-and-resume test (a real SIGKILL of the whole ablation
 process group mid-training) is marked slow; tests/test_ablation_runner.py covers the same
 bookkeeping with stand-ins in the default suite.
 """
@@ -29,10 +29,6 @@ trainer:
   num_sanity_val_steps: 0
   limit_train_batches: 2
   limit_val_batches: 0
-  callbacks:
-    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
-      init_args:
-        save_last: true
 model:
   backbone: resnet18
   min_size: 64
@@ -55,9 +51,13 @@ data:
 """
 
 
+def ablation_args(config: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_align_max",
+            "--seeds", "1", "--timing-images", "0", *extra]
+
+
 def ablation_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "detector.ablation", "--config", str(config), "--out", str(out),
-            "--variants", "roi_pool", "roi_align_max", "--seeds", "1", "--timing-images", "1", *extra]
+    return [sys.executable, "-m", "detector.ablation", *ablation_args(config, out, *extra)]
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def env(tmp_path):
     return e
 
 
-def test_real_cli_two_variants_one_seed(tmp_path, env):
+def test_real_cli_two_variants_one_seed(tmp_path, env, monkeypatch):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG.format(epochs=1))
     out = tmp_path / "abl"
@@ -85,14 +85,26 @@ def test_real_cli_two_variants_one_seed(tmp_path, env):
         for m in ("AP", "AP50", "AP75"):
             assert s[f"{m}_mean"] == pytest.approx(100 * metrics["bbox"][m])
         assert metrics["model"]["roi_op"] == s["variant"].split("_max")[0]
-        assert s["train_time_min_mean"] > 0 and s["infer_ms_per_image_mean"] > 0
-    hp = json.loads((out / "runs" / "roi_align_max_s32_seed0" / "eval" / "metrics.json").read_text())["model"]
+        assert s["train_time_min_mean"] > 0
+    run = out / "runs" / "roi_align_max_s32_seed0"
+    hp = json.loads((run / "eval" / "metrics.json").read_text())["model"]
     assert hp["roi_mode"] == "max" and hp["stride"] == 32
+    assert json.loads((run / "run.json").read_text())["checkpoint"].endswith("last.ckpt")
 
-    again = subprocess.run(ablation_cmd(config, out), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("complete, skipped") == 2
-    assert "training (log" not in again.stdout and "evaluating" not in again.stdout
+    # a rerun (in-process: nothing heavy should start) skips both runs
+    from detector.ablation.cli import main
+
+    said = []
+    monkeypatch.setenv("DETECTOR_CACHE", env["DETECTOR_CACHE"])
+    main(ablation_args(config, out), echo=said.append)
+    assert sum("complete, skipped" in line for line in said) == 2
+    assert not any("training (log" in line or "evaluating" in line for line in said)
+
+    # the timing stage on a real checkpoint (skipped above with --timing-images 0 to save time)
+    from detector.ablation.timing import time_checkpoint
+
+    timing = time_checkpoint(json.loads((run / "run.json").read_text())["checkpoint"], images=1, warmup=0)
+    assert timing["images"] == 1 and timing["ms_per_image"] > 0 and 0 < timing["roi_ms_per_image"] < timing["ms_per_image"]
 
 
 @pytest.mark.slow
@@ -100,14 +112,14 @@ def test_real_cli_killed_ablation_resumes(tmp_path, env):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG.format(epochs=4))
     out = tmp_path / "abl"
-    cmd = ablation_cmd(config, out, "--variants", "roi_pool")
+    cmd = ablation_cmd(config, out, "--variants", "roi_pool", "--timing-images", "1")
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     run = out / "runs" / "roi_pool_s32_seed0"
     deadline = time.time() + 400
     try:
         while time.time() < deadline and first.poll() is None:
-            ckpts = list((run / "train").rglob("epoch=*.ckpt")) if (run / "train").is_dir() else []
+            ckpts = list((run / "train").rglob("last.ckpt")) if (run / "train").is_dir() else []
             if ckpts:
                 break
             time.sleep(0.2)

@@ -110,8 +110,13 @@ class RunDir:
         return sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"))
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest ``last*.ckpt`` (train.py's end-of-epoch and on-interrupt save), else the
+        newest checkpoint. Used to resume and, once training is done, as the model to
+        evaluate: the final weights, never the "best" ones, which were selected on the very
+        validation split the ablation reports (an optimistic bias)."""
         ckpts = self.checkpoints()
-        return ckpts[-1] if ckpts else None
+        last = [p for p in ckpts if p.name.startswith("last")]
+        return (last or ckpts)[-1] if ckpts else None
 
     # ------------------------------------------------------------------ attempts and time
     def log_attempt(self, event: str, **fields) -> None:
