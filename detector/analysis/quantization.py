@@ -22,6 +22,7 @@ padded convolutions put each cell's centre, so that comparison is opt-in (``--no
 Run it::
 
     python -m detector.analysis.quantization                      # built-in synthetic data
+    python -m detector.analysis.quantization --config configs/quickstart.yaml   # a run's data/scale
     python -m detector.analysis.quantization --annotations instances_val2017.json \
         --stride 16 32 --min-size 800 --max-size 1333 --out runs/quantization
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from .coco_boxes import SIZE_LABELS, GroundTruthBoxes, load_gt_boxes
 from .regions import REGION_OPS, paired_iou, read_region, roi_pool_bin_iou
+from .sources import Source, default_dataset, from_config
 from .tables import markdown_table, write_csv, write_json
 
 EDGES = ("x1", "y1", "x2", "y2")
@@ -113,41 +115,26 @@ def analyze(gt: GroundTruthBoxes, strides=(32,), output_size=7, aligned: bool = 
     return rows, per_stride
 
 
-def default_dataset(split: str = "val", cache_dir=None) -> tuple[Path, Path]:
-    """The built-in synthetic COCO folder (generated on first use) as ``(images, annotations)``.
-
-    Uses ``ensure_synthetic_coco``'s default parameters, so the folder is the one training on
-    the built-in data caches (``$DETECTOR_CACHE``, else ``~/.cache/detector``).
-    """
-    try:
-        from detector.data.synthetic import ensure_synthetic_coco
-    except ImportError as e:  # the data package is a sibling module of this project
-        raise ValueError("no --annotations given and the built-in synthetic dataset "
-                         f"(detector.data.synthetic) cannot be imported: {e}") from e
-    root = Path(ensure_synthetic_coco(cache_dir=cache_dir))
-    annotations = root / "annotations" / f"instances_{split}.json"
-    if not annotations.is_file():
-        raise ValueError(f"split {split!r} has no annotations in {root} (expected {annotations}); "
-                         "use --split train or val")
-    return root / split, annotations
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m detector.analysis.quantization",
         description="IoU between each ground-truth box and the region RoIPool (RoIWarp, RoIAlign) "
                     "reads, and per-edge misalignment in pixels, by COCO object size.")
-    p.add_argument("--annotations", type=Path, help="COCO instances JSON (default: built-in data)")
+    p.add_argument("--config", type=Path, help="a train.py config: its data, model.stride and model.min_size/"
+                   "max_size (flags below override them)")
+    p.add_argument("--annotations", type=Path, help="COCO instances JSON (default: the --config's data, "
+                   "else the built-in data)")
     p.add_argument("--images", type=Path, help="image folder (only checked to exist; sizes are "
                    "read from the annotations' width/height)")
-    p.add_argument("--split", default="val", help="split of the built-in data (train/val)")
+    p.add_argument("--split", default="val", help="split of the config's or built-in data (train/val)")
     p.add_argument("--cache-dir", type=Path, help="cache folder of the built-in data "
                    "(default: $DETECTOR_CACHE, else ~/.cache/detector)")
-    p.add_argument("--stride", type=int, nargs="+", default=[32], help="backbone stride(s)")
+    p.add_argument("--stride", type=int, nargs="+", help="backbone stride(s) (default: the config's, else 32)")
     p.add_argument("--output-size", type=int, nargs="+", default=[7],
                    help="ROI output size PH [PW] (for the per-bin IoU)")
-    p.add_argument("--min-size", type=float, help="resize like the detector: short side to this")
-    p.add_argument("--max-size", type=float, help="... long side at most this")
+    p.add_argument("--min-size", type=float, help="resize like the detector: short side to this "
+                   "(default: the config's model.min_size, else no resize)")
+    p.add_argument("--max-size", type=float, help="... long side at most this (default: the config's)")
     p.add_argument("--aligned", action=argparse.BooleanOptionalAction, default=True,
                    help="RoIWarp/RoIAlign sample with aligned=True (default), the pixel convention "
                         "that matches RoIPool's cell footprint; --no-aligned shows the half-cell "
@@ -163,28 +150,37 @@ def main(argv=None) -> dict:
     if len(args.output_size) > 2:
         raise ValueError(f"--output-size takes 1 or 2 numbers, got {args.output_size}")
     output_size = tuple(args.output_size) if len(args.output_size) == 2 else args.output_size[0]
-    if args.annotations is None:
-        images, annotations = default_dataset(args.split, args.cache_dir)
+    if args.config is not None:
+        source = from_config(args.config, args.split)
+    elif args.annotations is None:
+        source = default_dataset(args.split, args.cache_dir)
     else:
-        images, annotations = args.images, args.annotations
+        source = Source(args.images, args.annotations)
+    if args.annotations is not None:  # explicit files win over the config's data
+        source.images, source.annotations = args.images, args.annotations
+    strides = args.stride or [source.stride or 32]
+    min_size = args.min_size if args.min_size is not None else source.min_size
+    max_size = args.max_size if args.max_size is not None else source.max_size
+    images, annotations = source.images, source.annotations
     if images is not None and not Path(images).is_dir():
         raise ValueError(f"--images {str(images)!r} is not a folder")
-    gt = load_gt_boxes(annotations, args.min_size, args.max_size, args.include_crowd)
+    gt = load_gt_boxes(annotations, min_size, max_size, args.include_crowd)
     if len(gt.boxes) == 0:
         raise ValueError(f"{str(annotations)!r} has no usable boxes (skipped: {gt.skipped})")
-    rows, per_stride = analyze(gt, args.stride, output_size, args.aligned)
+    rows, per_stride = analyze(gt, strides, output_size, args.aligned)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"annotations": str(annotations), "strides": args.stride,
-                "output_size": args.output_size, "min_size": args.min_size,
-                "max_size": args.max_size, "aligned": args.aligned, "boxes": len(gt.boxes),
+    settings = {"annotations": str(annotations), "config": None if args.config is None else str(args.config),
+                "strides": strides, "output_size": args.output_size, "min_size": min_size,
+                "max_size": max_size, "aligned": args.aligned, "boxes": len(gt.boxes),
                 "skipped": gt.skipped}
     md = markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS)
     write_csv(rows, args.out / "quantization.csv")
     write_json({"settings": settings, "rows": rows}, args.out / "quantization.json")
     (args.out / "quantization.md").write_text(
         f"Quantization analysis of {annotations} ({len(gt.boxes)} boxes, skipped {gt.skipped}), "
-        f"output size {output_size}, aligned={args.aligned}\n\n" + md)
+        f"resize min_size={min_size} max_size={max_size}, output size {output_size}, "
+        f"aligned={args.aligned}\n\n" + md)
     print(md)
     if not args.no_plot:
         from .plots import plot_quantization, save_figure

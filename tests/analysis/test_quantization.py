@@ -115,3 +115,23 @@ def test_cli_as_module_subprocess(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert bad.returncode != 0 and "nope.json" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_reads_data_stride_and_resize_from_a_train_config(tmp_path):
+    ann = write_coco(tmp_path / "ann.json")
+    (tmp_path / "img").mkdir()
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model:\n  stride: 16\n  min_size: [100, 288]\n  max_size: 1000\n"
+        f"data:\n  dataset: coco\n  train_images: {tmp_path / 'img'}\n  train_annotations: {ann}\n"
+        f"  val_images: {tmp_path / 'img'}\n  val_annotations: {ann}\n")
+    doc = main(["--config", str(config), "--out", str(tmp_path / "q"), "--no-plot"])
+    s = doc["settings"]
+    assert s["strides"] == [16] and s["min_size"] == 288 and s["max_size"] == 1000
+    # image 1 (800 x 576) is halved (288 / 576): the slides' box becomes (150, 105, 265, 195)
+    large = next(r for r in doc["rows"] if (r["op"], r["size"]) == ("roi_pool", "large"))
+    # at stride 16: cells round(9.375)=9 .. round(16.5625)=17 -> x 144..288; rows 7..12 -> y 112..208
+    inter, union = (265 - 150) * (195 - 112), 115 * 90 + 144 * 96 - (265 - 150) * (195 - 112)
+    assert large["iou_mean"] == pytest.approx(inter / union)
+    with pytest.raises(ValueError, match="does not exist"):
+        main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "q")])
