@@ -22,12 +22,14 @@ import io
 import os
 import tempfile
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ModelCheckpoint
+
+if TYPE_CHECKING:  # pytorch_lightning is imported lazily: a writer process needs only lightning_fabric
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -128,6 +130,8 @@ def default_checkpoint_callbacks(root_dir: str) -> list[ModelCheckpoint]:
 
     Fixed names (no version counter) so that scripts and the README can name the files.
     """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     folder = os.path.join(root_dir, "checkpoints")
     best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/bbox_AP", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)

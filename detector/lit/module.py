@@ -228,9 +228,9 @@ class DetectorModule(pl.LightningModule):
         path = nonfinite_checkpoint_path(self.trainer)
         self.trainer.save_checkpoint(path)
         image_ids = [int(t["image_id"]) for t in targets if "image_id" in t]
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         raise FloatingPointError(
-            f"non-finite loss {float(loss)} ({terms}) at global step {self.global_step}, epoch "
+            f"non-finite loss {float(loss.detach())} ({terms}) at global step {self.global_step}, epoch "
             f"{self.current_epoch}, batch {batch_idx} (image ids {image_ids}, rank {self.global_rank}). "
             f"Saved the weights before this step to {path}. Try a lower model.lr, a longer "
             "model.warmup_steps or trainer.gradient_clip_val."
