@@ -208,3 +208,33 @@ def test_bad_arguments_are_value_errors(fake):
         main(["--config", str(config), "--out", str(out), "--seeds", "0"], commands=commands)
     with pytest.raises(ValueError, match="unknown option '--foo'"):
         main(["--config", str(config), "--out", str(out), "--foo", "1"], commands=commands)
+
+
+def test_dry_run_lists_each_run_state(fake):
+    commands, config, out, calls = fake
+    base = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_warp", "--seeds", "1"]
+    main(base + ["--variants", "roi_pool"], commands=commands, echo=lambda *a: None)
+    said = []
+    doc = main(base + ["--dry-run"], commands=commands, echo=said.append)
+    assert doc["plan"] == ["roi_pool_s32_seed0", "roi_warp_avg_s32_seed0"]
+    assert said == ["roi_pool_s32_seed0: complete", "roi_warp_avg_s32_seed0: new"]
+
+
+def test_one_ablation_per_folder(fake):
+    import os
+    import subprocess
+
+    commands, config, out, _ = fake
+    argv = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "--seeds", "1"]
+    out.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".ablation.lock").write_text(str(sleeper.pid))
+        with pytest.raises(ValueError, match=f"another ablation \\(pid {sleeper.pid}\\) is running"):
+            main(argv, commands=commands, echo=lambda *a: None)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    main(argv, commands=commands, echo=lambda *a: None)  # its process is gone: the stale lock is taken over
+    assert RunDir(out, RunSpec(Variant("roi_pool"), 32, 0)).is_complete()
+    assert not (out / ".ablation.lock").exists() and os.path.isdir(out)

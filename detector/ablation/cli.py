@@ -10,12 +10,15 @@ then ``python evaluate.py`` on its final checkpoint and an inference timing. Rer
 command skips finished runs and resumes interrupted ones. ``--trainer.* --model.* --data.*``
 flags go to every run unchanged (so every variant sees identical data and schedule).
 Results: ``DIR/results.{csv,json,md}``, ``DIR/runs.csv`` and ``DIR/ablation.png``
-(see :mod:`detector.ablation.results` for the table's columns and the spread rule).
+(see :mod:`detector.ablation.results` for the table's columns and the spread rule); the
+results name the command and the machine. One ablation at a time per folder
+(``DIR/.ablation.lock``); ``--dry-run`` shows what a rerun would do.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
@@ -64,10 +67,77 @@ def plan(args) -> list[RunSpec]:
     return [RunSpec(v, s, k) for k in seeds for s in args.strides for v in variants]
 
 
-def _terminate_on_sigterm() -> None:
+def machine() -> str:
+    """One line naming the hardware and software the times were measured on."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        import torch
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        sw = f"torch {torch.__version__}"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        gpu, sw = "?", "torch ?"
+    return f"{cpu}, {cores} usable cores, {gpu}; {platform.system()} {platform.release()}, Python {platform.python_version()}, {sw}"
+
+
+class AblationLock:
+    """``DIR/.ablation.lock`` holding our pid: two ablations writing one folder would train the
+    same runs twice and interleave their files. A lock whose pid is gone (kill -9) is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".ablation.lock"
+
+    def __enter__(self):
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                    os.kill(pid, 0)
+                except (ValueError, ProcessLookupError, OSError):
+                    self.path.unlink(missing_ok=True)  # stale: its ablation is dead
+                    continue
+                raise ValueError(f"another ablation (pid {pid}) is running in {self.path.parent}; wait for it, "
+                                 f"or delete {self.path} if that process is not an ablation") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise ValueError(f"cannot take the lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl-C, so the runner stops its
+    training subprocess (which then saves ``last.ckpt``) instead of orphaning it."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, handler)
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
@@ -82,7 +152,7 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     variants = parse_variants(args.variants)
     config_args = [t for c in args.config for t in ("--config", str(c))]
     command = shlex.join(["python", "-m", "detector.ablation", *(argv if argv is not None else sys.argv[1:])])
-    settings = {"command": command, "config": [str(c) for c in args.config], "overrides": rest,
+    settings = {"command": command, "machine": machine(), "config": [str(c) for c in args.config], "overrides": rest,
                 "variants": [v.name for v in variants], "strides": args.strides,
                 "seeds": list(range(args.first_seed, args.first_seed + args.seeds))}
     if args.dry_run:
@@ -93,24 +163,30 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
             echo(f"{spec.name}: {state}")
         return {"plan": [s.name for s in specs]}
     commands = commands or Commands()
-    failures = []
+    failures: list[str] = []
     t0 = time.time()
     if not args.report_only:
-        _terminate_on_sigterm()
-        args.out.mkdir(parents=True, exist_ok=True)
-        for i, spec in enumerate(specs, 1):
-            echo(f"--- run {i}/{len(specs)}: {spec.name}")
-            try:
-                execute(RunDir(args.out, spec), config_args, rest, commands, args.timing_images, echo)
-            except RunFailed as e:
-                if not args.keep_going:
-                    write_results(args.out, specs, variants, args.strides, settings)
-                    raise
-                echo(f"FAILED: {e}")
-                failures.append(spec.name)
-            write_results(args.out, specs, variants, args.strides, settings, plot=False)  # progress so far
+        with _sigterm_as_interrupt(), AblationLock(args.out):
+            failures = _run_all(args, specs, variants, config_args, rest, commands, settings, echo)
     doc = write_results(args.out, specs, variants, args.strides, settings)
     echo((args.out / "results.md").read_text())
     echo(f"ablation wall time {(time.time() - t0) / 60:.1f} min; wrote {args.out}/results.{{csv,json,md}}, "
          f"runs.csv, ablation.png" + (f"; failed: {failures}" if failures else ""))
     return doc
+
+
+def _run_all(args, specs, variants, config_args, rest, commands, settings, echo) -> list[str]:
+    """Execute the runs in order; return the names of those that failed (with --keep-going)."""
+    failures = []
+    for i, spec in enumerate(specs, 1):
+        echo(f"--- run {i}/{len(specs)}: {spec.name}")
+        try:
+            execute(RunDir(args.out, spec), config_args, rest, commands, args.timing_images, echo)
+        except RunFailed as e:
+            if not args.keep_going:
+                write_results(args.out, specs, variants, args.strides, settings)
+                raise
+            echo(f"FAILED: {e}")
+            failures.append(spec.name)
+        write_results(args.out, specs, variants, args.strides, settings, plot=False)  # progress so far
+    return failures

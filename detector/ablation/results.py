@@ -119,7 +119,7 @@ def _delta(s: dict, m: str) -> str:
     return f"{d:+.1f} ({verdict})"
 
 
-def markdown(summary: list[dict], missing: list[str], command: str | None = None) -> str:
+def markdown(summary: list[dict], missing: list[str], command: str | None = None, machine: str | None = None) -> str:
     """The readable table: mean ± std over seeds, Δ to RoIPool with the spread verdict."""
     mask = any("mask_AP_mean" in s for s in summary)
     display = []
@@ -143,6 +143,8 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
         text += f"\nMissing (not completed): {', '.join(missing)}\n"
     if command:
         text += f"\nCommand: `{command}`\n"
+    if machine:
+        text += f"\nMachine: {machine}\n"
     return text
 
 
@@ -157,7 +159,8 @@ def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], stri
     doc = {"metric_scale": "percent", "reference": REFERENCE, "settings": settings or {},
            "summary": summary, "runs": rows, "missing": missing}
     write_json(doc, out / "results.json")
-    (out / "results.md").write_text(markdown(summary, missing, (settings or {}).get("command")))
+    (out / "results.md").write_text(markdown(summary, missing, (settings or {}).get("command"),
+                                             (settings or {}).get("machine")))
     if plot and rows:
         from detector.analysis.plots import save_figure
 
