@@ -9,7 +9,8 @@ anything is built. What the subclasses add:
   at instantiation, so it is never written twice and never disagrees);
 - every trainer writes checkpoints atomically (`AtomicCheckpointIO`, unless a config
   names another CheckpointIO plugin);
-- train.py's runs live in ``trainer.default_root_dir`` (default ``runs/default``):
+- train.py's runs live in ``trainer.default_root_dir`` (default
+  ``runs/<backbone>_s<stride>/<roi_op>``, see `default_run_dir`):
   ``checkpoints/best.ckpt`` (best ``val/bbox_AP``) and ``checkpoints/last.ckpt`` (every
   epoch and on interruption; `detector.checkpointing.default_checkpoint_callbacks`),
   ``tensorboard/`` and ``csv/`` logs and the learning rate, unless the config lists its
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from typing import Any
 
@@ -45,7 +47,16 @@ from detector.data import DetectionDataModule
 from detector.lit import DetectorModule
 
 
-DEFAULT_ROOT_DIR = "runs/default"
+def default_run_dir(model_config: Any) -> str:
+    """``runs/<backbone>_s<stride>/<roi_op>[_max][_aligned][_srN]``: where a run goes when the config names
+    no ``trainer.default_root_dir``, so runs of different ROI ops never share checkpoints."""
+    get = (lambda k, d=None: model_config.get(k, d)) if model_config is not None else (lambda k, d=None: d)
+    op = str(get("roi_op", "roi_align"))
+    if op in ("roi_align", "roi_warp"):  # the options that ablations vary, in the name
+        op += "_max" if get("roi_mode") == "max" else ""
+        op += "_aligned" if get("aligned") else ""
+        op += f"_sr{get('sampling_ratio')}" if get("sampling_ratio", 2) != 2 else ""
+    return os.path.join("runs", f"{get('backbone', 'resnet18')}_s{get('stride', 32)}", op)
 
 
 def plain(value: Any) -> Any:
@@ -86,7 +97,8 @@ def known_keys(parser: Any) -> list[str]:
 def unknown_key_hint(message: str, keys: list[str]) -> str:
     """``"\n  did you mean ...; keys of 'model': ..."`` for the unknown keys in `message`, or ``""``."""
     unknown = re.findall(r"--([A-Za-z_][\w.]*)", message) if "unrecognized arguments" in message else []
-    unknown += [f"{g}.{k}" for g, k in re.findall(r"Group '([\w.]+)' does not accept (?:option|nested key) '([\w.]+)'", message)]
+    pattern = r"(Group|Subcommand) '([\w.]+)' does not accept (?:option|nested key) '([\w.]+)'"
+    unknown += [k if kind == "Subcommand" else f"{g}.{k}" for kind, g, k in re.findall(pattern, message)]
     lines = []
     for key in unknown:
         group = key.rpartition(".")[0]
@@ -135,7 +147,7 @@ class DetectorCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         kwargs.setdefault("plugins", with_atomic_checkpoints(trainer_config.get("plugins")))
         if self.subcommand is not None:  # train.py: our checkpoints and loggers unless the config has its own
-            root = trainer_config.get("default_root_dir") or DEFAULT_ROOT_DIR
+            root = trainer_config.get("default_root_dir") or default_run_dir(self._get(self.config, "model"))
             kwargs.setdefault("default_root_dir", root)
             callbacks = list(trainer_config.get("callbacks") or [])
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):

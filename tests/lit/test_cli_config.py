@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.cli import DetectorCLI, EvaluateCLI
+from detector.cli import DetectorCLI, EvaluateCLI, default_run_dir
 from detector.lit.module import detector_config_from_hparams
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
@@ -28,14 +28,15 @@ def test_there_are_configs_for_each_backbone_stride_and_roi_op():
     names = {c.stem for c in CONFIGS}
     assert "quickstart" in names
     assert {"roi_pool", "roi_warp", "roi_align", "roi_align_max", "prroi_pool"} <= {c.stem for c in ROI_OVERRIDES}
-    assert len(BASES) >= 5
+    for backbone in ("vgg16", "resnet18", "resnet50"):
+        assert {f"{backbone}_s16", f"{backbone}_s32"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_config_parses_and_builds_a_valid_detector_config(config, capsys):
     args = ["--config", str(config)]
     if config in ROI_OVERRIDES:  # an override goes on top of a base
-        args = ["--config", str(BASES[0]), *args]
+        args = ["--config", str(BASES[-1]), *args]
     resolved = _parse(args, capsys)
     model = dict(resolved["model"], num_classes=8)
     cfg = detector_config_from_hparams(model)  # DetectorConfig's own range checks
@@ -44,12 +45,16 @@ def test_config_parses_and_builds_a_valid_detector_config(config, capsys):
         assert cfg.roi_op == raw["model"]["roi_op"]
 
 
-def test_roi_override_changes_only_the_roi_layer(capsys):
-    base = _parse(["--config", str(BASES[0])], capsys)
-    over = _parse(["--config", str(BASES[0]), "--config", str(next(c for c in ROI_OVERRIDES if c.stem == "roi_pool"))], capsys)
+@pytest.mark.parametrize("override", ROI_OVERRIDES, ids=lambda p: p.stem)
+def test_roi_override_changes_only_the_roi_layer(override, capsys):
+    base_file = next(c for c in BASES if c.stem == "resnet18_s32")
+    base = _parse(["--config", str(base_file)], capsys)
+    over = _parse(["--config", str(base_file), "--config", str(override)], capsys)
     changed = {k for k in base["model"] if base["model"][k] != over["model"][k]}
-    assert changed <= {"roi_op", "roi_mode", "sampling_ratio", "aligned"} and "roi_op" in changed
-    assert base["trainer"]["default_root_dir"] != over["trainer"]["default_root_dir"]  # runs do not collide
+    assert changed <= {"roi_op", "roi_mode", "sampling_ratio", "aligned"}
+    assert base["trainer"]["default_root_dir"] is None  # so runs go to runs/<backbone>_s<stride>/<op>
+    if override.stem != "roi_align":
+        assert default_run_dir(base["model"]) != default_run_dir(over["model"])  # runs do not collide
 
 
 def test_unknown_key_is_named_with_suggestions(capsys, tmp_path):
