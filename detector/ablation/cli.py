@@ -144,6 +144,7 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     """Run the ablation; return the results document (see :func:`write_results`)."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    args.out = args.out.resolve()  # run records hold paths; keep them valid from any working directory
     split_overrides(rest)  # validate before anything runs
     for c in args.config:
         if not c.is_file():
