@@ -119,6 +119,10 @@ def test_overrides_are_checked():
         split_overrides(["--seed_everything=3"])
     with pytest.raises(ValueError, match="unknown option '--lr'"):
         split_overrides(["--lr", "3"])
+    from detector.ablation.runner import flag_value
+    assert flag_value(["--trainer.accelerator=gpu", "--data.x", "1"], "--trainer.accelerator") == "gpu"
+    assert flag_value(["--trainer.accelerator", "cpu"], "--trainer.accelerator") == "cpu"
+    assert flag_value(["--data.x", "1"], "--trainer.accelerator") is None
 
 
 def test_runs_tables_and_rerun_skips(fake):

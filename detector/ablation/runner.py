@@ -75,6 +75,15 @@ def split_overrides(tokens: list[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
+def flag_value(tokens: list[str], flag: str) -> str | None:
+    """The last value given to ``flag`` in ``tokens`` (``--f v`` or ``--f=v``), or None."""
+    value = None
+    for name, toks in split_overrides(tokens):
+        if name == flag:
+            value = toks[0].split("=", 1)[1] if "=" in toks[0] else (toks[1] if len(toks) > 1 else None)
+    return value
+
+
 def flatten(groups) -> list[str]:
     return [t for _, toks in groups for t in toks]
 
@@ -167,10 +176,10 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
     timing = read_json(run.timing_file)
     if isinstance(timing, dict) and timing.get("checkpoint") == checkpoint:
         return timing
-    device = [t for flag, toks in split_overrides(eval_flags) if flag == "--trainer.accelerator" for t in toks[1:]]
+    accelerator = flag_value(eval_flags, "--trainer.accelerator")
     cmd = [*commands.timing, checkpoint, "--out", str(run.timing_file), "--images", str(images)]
-    if device and device[0] not in ("auto", "cpu"):
-        cmd += ["--device", "cuda" if device[0] == "gpu" else device[0]]
+    if accelerator not in (None, "auto", "cpu"):
+        cmd += ["--device", "cuda" if accelerator == "gpu" else accelerator]
     echo(f"[{run.spec.name}] timing inference on {images} images")
     rc = _run_logged(cmd, run.path / "timing.log", "timing")
     if rc != 0:
