@@ -127,7 +127,7 @@ def test_overrides_are_checked():
 
 def test_runs_tables_and_rerun_skips(fake):
     commands, config, out, calls = fake
-    argv = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_align_max",
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "roi_align_max",
             "--seeds", "2", "--model.lr", "0.01", "--data.min_size", "96"]
     doc = main(argv, commands=commands, echo=lambda *a: None)
     train_calls = [c for c in calls() if c[0] == "train"]
@@ -168,7 +168,7 @@ def test_runs_tables_and_rerun_skips(fake):
 
 def test_killed_training_resumes_from_its_checkpoint(fake, monkeypatch):
     commands, config, out, calls = fake
-    argv = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "--seeds", "1",
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1",
             "--timing-images", "0"]
     monkeypatch.setenv("FAKE_DIE_AT_EPOCH", "2")
     with pytest.raises(RunFailed, match="roi_pool_s32_seed0: training exited with code -9"):
@@ -207,16 +207,16 @@ def test_interrupted_attempt_counts_until_its_last_checkpoint(tmp_path):
 def test_bad_arguments_are_value_errors(fake):
     commands, config, out, _ = fake
     with pytest.raises(ValueError, match="does not exist"):
-        main(["--config", str(out / "nope.yaml"), "--out", str(out)], commands=commands)
+        main(["--config", str(out / "nope.yaml"), "--out", str(out), "--no-analysis"], commands=commands)
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
-        main(["--config", str(config), "--out", str(out), "--seeds", "0"], commands=commands)
+        main(["--config", str(config), "--out", str(out), "--no-analysis", "--seeds", "0"], commands=commands)
     with pytest.raises(ValueError, match="unknown option '--foo'"):
-        main(["--config", str(config), "--out", str(out), "--foo", "1"], commands=commands)
+        main(["--config", str(config), "--out", str(out), "--no-analysis", "--foo", "1"], commands=commands)
 
 
 def test_dry_run_lists_each_run_state(fake):
     commands, config, out, calls = fake
-    base = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_warp", "--seeds", "1"]
+    base = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "roi_warp", "--seeds", "1"]
     main(base + ["--variants", "roi_pool"], commands=commands, echo=lambda *a: None)
     said = []
     doc = main(base + ["--dry-run"], commands=commands, echo=said.append)
@@ -229,7 +229,7 @@ def test_one_ablation_per_folder(fake):
     import subprocess
 
     commands, config, out, _ = fake
-    argv = ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "--seeds", "1"]
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1"]
     out.mkdir(parents=True)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -242,3 +242,26 @@ def test_one_ablation_per_folder(fake):
     main(argv, commands=commands, echo=lambda *a: None)  # its process is gone: the stale lock is taken over
     assert RunDir(out, RunSpec(Variant("roi_pool"), 32, 0)).is_complete()
     assert not (out / ".ablation.lock").exists() and os.path.isdir(out)
+
+
+def test_results_say_what_is_at_stake_before_training(fake, tmp_path):
+    """The quantization analysis of the ablation's own validation data heads results.md."""
+    commands, _, out, _ = fake
+    boxes = [[300, 210, 230, 180], [10, 20, 20, 25]]  # the slides' box (large) and a small one
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 800, "height": 576}],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3],
+                             "iscrowd": 0} for i, b in enumerate(boxes)]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    (tmp_path / "img").mkdir()
+    config = tmp_path / "coco.yaml"
+    config.write_text(f"model:\n  min_size: 576\n  max_size: 1000\ndata:\n  dataset: coco\n"
+                      f"  train_images: {tmp_path / 'img'}\n  train_annotations: {ann}\n"
+                      f"  val_images: {tmp_path / 'img'}\n  val_annotations: {ann}\n")
+    main(["--config", str(config), "--out", str(out), "--variants", "roi_pool", "--seeds", "1",
+          "--timing-images", "0"], commands=commands, echo=lambda *a: None)
+    md = (out / "results.md").read_text()
+    assert "At stake before training" in md and "stride 32: all" in md and "large 0.65" in md
+    rows = json.loads((out / "quantization" / "quantization.json").read_text())["rows"]
+    assert any(r["op"] == "roi_pool" and r["size"] == "large" and abs(r["iou_mean"] - 0.6525) < 1e-3 for r in rows)

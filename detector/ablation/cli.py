@@ -28,6 +28,7 @@ from pathlib import Path
 from .results import write_results
 from .runner import Commands, RunFailed, execute, split_overrides
 from .runs import RunDir, RunSpec
+from .stakes import quantization_at_stake
 from .variants import DEFAULT_VARIANTS, parse_variants
 
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone strides (default 32)")
     p.add_argument("--timing-images", type=int, default=20,
                    help="validation images for the inference timing per run (0: skip timing)")
+    p.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the quantization analysis (no training) on the same validation data, "
+                        "into DIR/quantization/ and the results' header (default: on)")
     p.add_argument("--keep-going", action="store_true",
                    help="after a failed run, go on with the others (the table marks it missing)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
@@ -166,6 +170,9 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     commands = commands or Commands()
     failures: list[str] = []
     t0 = time.time()
+    if args.analysis:
+        settings["at_stake"] = quantization_at_stake(args.config, rest, args.strides, args.out / "quantization")["line"]
+        echo(settings["at_stake"])
     if not args.report_only:
         with _sigterm_as_interrupt(), AblationLock(args.out):
             failures = _run_all(args, specs, variants, config_args, rest, commands, settings, echo)

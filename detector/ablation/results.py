@@ -119,7 +119,8 @@ def _delta(s: dict, m: str) -> str:
     return f"{d:+.1f} ({verdict})"
 
 
-def markdown(summary: list[dict], missing: list[str], command: str | None = None, machine: str | None = None) -> str:
+def markdown(summary: list[dict], missing: list[str], command: str | None = None, machine: str | None = None,
+             at_stake: str | None = None) -> str:
     """The readable table: mean ± std over seeds, Δ to RoIPool with the spread verdict."""
     mask = any("mask_AP_mean" in s for s in summary)
     display = []
@@ -141,6 +142,8 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
     text += markdown_table(display) if display else "(no completed runs)\n"
     if missing:
         text += f"\nMissing (not completed): {', '.join(missing)}\n"
+    if at_stake:
+        text += f"\n{at_stake}\n"
     if command:
         text += f"\nCommand: `{command}`\n"
     if machine:
@@ -159,8 +162,9 @@ def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], stri
     doc = {"metric_scale": "percent", "reference": REFERENCE, "settings": settings or {},
            "summary": summary, "runs": rows, "missing": missing}
     write_json(doc, out / "results.json")
-    (out / "results.md").write_text(markdown(summary, missing, (settings or {}).get("command"),
-                                             (settings or {}).get("machine")))
+    settings = settings or {}
+    (out / "results.md").write_text(markdown(summary, missing, settings.get("command"), settings.get("machine"),
+                                             settings.get("at_stake")))
     if plot and rows:
         from detector.analysis.plots import save_figure
 

@@ -60,28 +60,54 @@ def _model_default(name: str):
     return inspect.signature(DetectorModule.__init__).parameters[name].default
 
 
-def from_config(path: str | Path, split: str = "val") -> Source:
-    """Data, stride and detector resize of a train config (YAML with ``data:`` / ``model:``).
+def _section(cfg: dict, key: str) -> dict:
+    sec = dict(cfg.get(key) or {})
+    return dict(sec.get("init_args") or {}) if "class_path" in sec else sec
 
-    Keys the config leaves out take DetectorModule's / DetectionDataModule's defaults, as in
+
+def load_train_config(paths, overrides=()) -> tuple[dict, dict]:
+    """The ``data`` and ``model`` sections of one or more train configs, later files winning,
+    then ``--data.KEY VALUE`` / ``--model.KEY=VALUE`` overrides (values parsed as YAML, as
+    the train CLI does). Returns ``(data, model)``."""
+    import yaml
+
+    data: dict = {}
+    model: dict = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"--config {str(path)!r} does not exist")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"--config {str(path)!r} is not valid YAML: {e}") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"--config {str(path)!r} is not a train config (expected keys data:, model:)")
+        data.update(_section(cfg, "data"))
+        model.update(_section(cfg, "model"))
+    groups: list[list[str]] = []  # [flag token, value tokens...]
+    for tok in overrides:
+        if tok.startswith("--"):
+            groups.append([tok])
+        elif groups:
+            groups[-1].append(tok)
+    for flag, *values in groups:
+        flag, eq, value = flag.partition("=")
+        value = value if eq else (" ".join(values) if values else "true")  # a bare flag means true
+        for prefix, target in (("--data.", data), ("--model.", model)):
+            if flag.startswith(prefix) and "." not in flag[len(prefix):]:
+                target[flag[len(prefix):]] = yaml.safe_load(value)
+    return data, model
+
+
+def from_config(paths, split: str = "val", overrides=()) -> Source:
+    """Data, stride and detector resize of train config(s) (YAML with ``data:`` / ``model:``).
+
+    Keys the configs leave out take DetectorModule's / DetectionDataModule's defaults, as in
     training. A list ``min_size`` (multi-scale training) is read as its last value, the one
     torchvision's transform uses at evaluation.
     """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--config {str(path)!r} does not exist")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"--config {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"--config {str(path)!r} is not a train config (expected keys data:, model:)")
-    data = dict(cfg.get("data") or {})
-    data = data.get("init_args", data) if "class_path" in data else data
-    model = dict(cfg.get("model") or {})
-    model = model.get("init_args", model) if "class_path" in model else model
+    data, model = load_train_config(paths, overrides)
     images, annotations = split_paths(data, split)
     min_size = model.get("min_size", _model_default("min_size"))
     if isinstance(min_size, (list, tuple)):
