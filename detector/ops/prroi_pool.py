@@ -18,10 +18,10 @@ Two paths, chosen by measurement (``benchmarks/roi_ops.py``):
 
 - CPU with the C++ extension: ``csrc/prroi_pool.cpp`` (sparse per-box weight tables,
   gradients for the features and the box, analytic).
-- Otherwise (CUDA, no compiler, half types are computed in float32 first): dense ``Wy``
-  ``(K, PH, H)`` and ``Wx`` ``(K, PW, W)`` and two ``matmul``s per image, chunked so the
-  intermediate stays below ``_CHUNK_ELEMENTS``; autograd differentiates it, box
-  coordinates included.
+- Otherwise (CUDA, no compiler): dense ``Wy`` ``(K, PH, H)`` and ``Wx`` ``(K, PW, W)``
+  built with autograd (so the box gradient comes for free), and two ``matmul``s per chunk
+  of boxes of one image in :class:`_SeparableIntegral`, which recomputes instead of saving
+  its intermediates, keeping memory near the output's size.
 
 Example:
     >>> import torch
@@ -38,10 +38,6 @@ from torch import Tensor, nn
 
 from ._common import BoxesType, check_scale, finish, pair, prepare
 from ._extension import load_extension
-
-# Upper bound on elements of one (chunk*PH, C*W) intermediate in the torch path.
-_CHUNK_ELEMENTS = 1 << 24
-
 
 class _PrRoIPoolFunction(torch.autograd.Function):
     @staticmethod
@@ -86,37 +82,85 @@ def _axis_weights(start: Tensor, size: Tensor, bins: int, length: int) -> Tensor
     return _hat_integral(hi[:, :, None] - cells) - _hat_integral(lo[:, :, None] - cells)
 
 
+def _image_chunks(batch: Tensor, per_box: int, budget: int):
+    """Yield ``(image, box indices)``: boxes of one image, chunked so that an intermediate of
+    ``per_box`` elements per box stays below ``budget`` elements (at least one box)."""
+    if batch.numel() == 0:
+        return
+    step = max(1, budget // max(1, per_box))
+    for image in torch.unique(batch).tolist():
+        idx = torch.nonzero(batch == image).flatten()
+        for start in range(0, idx.numel(), step):
+            yield image, idx[start : start + step]
+
+
+class _SeparableIntegral(torch.autograd.Function):
+    """``out[k, c, p, q] = sum_hw wy[k, p, h] * F[b_k, c, h, w] * wx[k, q, w]``, chunked.
+
+    Two matrix products per chunk of boxes of one image; the ``(k, PH, C, W)`` intermediate
+    is recomputed in backward instead of being saved, so memory stays near the output's
+    size (autograd through plain matmuls would keep all of them). Gradients for ``F``,
+    ``wy`` and ``wx`` (the box gradient flows on from ``wy``/``wx`` by autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, feat, wy, wx, batch, budget):
+        _, c, h, w = feat.shape
+        k, ph, pw = wy.shape[0], wy.shape[1], wx.shape[1]
+        out = feat.new_zeros((k, c, ph, pw))
+        for image, sub in _image_chunks(batch, ph * c * w, budget):
+            flat = feat[image].permute(1, 0, 2).reshape(h, c * w)  # (C, H, W) -> (H, C*W)
+            rows = (wy[sub].reshape(-1, h) @ flat).view(sub.numel(), ph * c, w)  # (k*PH, C*W) -> (k, PH*C, W)
+            both = rows @ wx[sub].transpose(1, 2)  # (k, PH*C, PW)
+            out.index_copy_(0, sub, both.view(sub.numel(), ph, c, pw).permute(0, 2, 1, 3))  # -> (k, C, PH, PW)
+        ctx.save_for_backward(feat, wy, wx, batch)
+        ctx.budget = budget
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        feat, wy, wx, batch = ctx.saved_tensors
+        need_feat, need_wy, need_wx = ctx.needs_input_grad[:3]
+        _, c, h, w = feat.shape
+        ph, pw = wy.shape[1], wx.shape[1]
+        grad_feat = torch.zeros_like(feat) if need_feat else None
+        grad_wy = torch.zeros_like(wy) if need_wy else None
+        grad_wx = torch.zeros_like(wx) if need_wx else None
+        for image, sub in _image_chunks(batch, ph * c * w, ctx.budget):
+            k = sub.numel()
+            g = grad[sub]  # (k, C, PH, PW)
+            flat = feat[image].permute(1, 0, 2).reshape(h, c * w)  # (H, C*W)
+            if need_feat or need_wy:
+                along_x = (g.reshape(k, c * ph, pw) @ wx[sub]).view(k, c, ph, w)  # sum_q g * wx
+                along_x = along_x.permute(0, 2, 1, 3).reshape(k * ph, c * w)  # (k*PH, C*W)
+                if need_feat:
+                    spread = wy[sub].reshape(k * ph, h).t() @ along_x  # (H, C*W)
+                    grad_feat[image] += spread.view(h, c, w).permute(1, 0, 2)
+                if need_wy:
+                    grad_wy.index_copy_(0, sub, (along_x @ flat.t()).view(k, ph, h))
+            if need_wx:
+                rows = (wy[sub].reshape(-1, h) @ flat).view(k, ph * c, w)  # (k, PH*C, W), index p*C + c
+                grad_wx.index_copy_(0, sub, g.permute(0, 3, 2, 1).reshape(k, pw, ph * c) @ rows)  # (k, PW, W)
+        return grad_feat, grad_wy, grad_wx, None, None
+
+
 def prroi_torch(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float) -> Tensor:
     """Pure-PyTorch path, any device, differentiable in ``input`` and ``rois`` (see module doc)."""
-    n, c, h, w = input.shape
+    _, c, h, w = input.shape
     k = rois.shape[0]
     coords = rois[:, 1:] * scale  # (K, 4) x1, y1, x2, y2 on the feature map
     height = (coords[:, 3] - coords[:, 1]).clamp(min=0)
     width = (coords[:, 2] - coords[:, 0]).clamp(min=0)
-    wy = _axis_weights(coords[:, 1], height, ph, h)  # (K, PH, H)
-    wx = _axis_weights(coords[:, 0], width, pw, w)  # (K, PW, W)
-    area = (height / ph) * (width / pw)  # (K,)
-    batch = rois[:, 0].detach().long()
-    step = max(1, _CHUNK_ELEMENTS // max(1, ph * c * w))
-    pieces, order = [], []
-    for image in torch.unique(batch).tolist() if k > 0 else []:
-        feat = input[image].permute(1, 0, 2).reshape(h, c * w)  # (C, H, W) -> (H, C*W)
-        idx = torch.nonzero(batch == image).flatten()
-        for start in range(0, idx.numel(), step):
-            sub = idx[start : start + step]
-            rows = (wy[sub].reshape(-1, h) @ feat).view(sub.numel(), ph * c, w)  # (k*PH, C*W) -> (k, PH*C, W)
-            both = rows @ wx[sub].transpose(1, 2)  # (k, PH*C, PW)
-            pieces.append(both.view(sub.numel(), ph, c, pw).permute(0, 2, 1, 3))  # -> (k, C, PH, PW)
-            order.append(sub)
-    if not pieces:
-        return input.new_zeros((0, c, ph, pw)) + input.sum() * 0 + rois.sum() * 0  # K == 0, graph kept
-    perm = torch.cat(order, 0)
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(perm.numel(), device=perm.device)
-    total = torch.cat(pieces, 0)[inverse]  # (K, C, PH, PW) integrals, in box order
-    positive = area > 0
-    safe = torch.where(positive, area, torch.ones_like(area))
-    return torch.where(positive[:, None, None, None], total / safe[:, None, None, None], torch.zeros_like(total))
+    # Dividing the weights by the bin size turns the integral into the bin average; a bin
+    # of zero area gets zero weights, hence 0 and no gradient.
+    bin_h, bin_w = height / ph, width / pw
+    keep = ((bin_h > 0) & (bin_w > 0))[:, None, None]  # (K, 1, 1)
+    wy = _axis_weights(coords[:, 1], height, ph, h) / torch.where(bin_h > 0, bin_h, 1)[:, None, None]  # (K, PH, H)
+    wx = _axis_weights(coords[:, 0], width, pw, w) / torch.where(bin_w > 0, bin_w, 1)[:, None, None]  # (K, PW, W)
+    wy, wx = torch.where(keep, wy, 0), torch.where(keep, wx, 0)
+    budget = max(1 << 20, k * c * ph * pw // 4)
+    return _SeparableIntegral.apply(input, wy, wx, rois[:, 0].detach().long(), budget)
 
 
 def use_cpp(input: Tensor) -> bool:

@@ -37,6 +37,11 @@ def test_ops_use_the_torch_path_without_the_extension(monkeypatch, feat, rois):
     torch.testing.assert_close(out, roi_align_ref(feat, rois, 2, 2, SCALE, -1, False, "max"), rtol=1e-10, atol=1e-12)
     out = prroi_pool(feat, rois, 2, SCALE)
     torch.testing.assert_close(out, prroi_ref(feat, rois, 2, 2, SCALE), rtol=1e-10, atol=1e-12)
+    x = feat.clone().requires_grad_(True)
+    for empty in (roi_align(x, rois[:0], 2, SCALE, 2, False, "max"), prroi_pool(x, rois[:0], 2, SCALE)):
+        assert empty.shape == (0, 3, 2, 2)
+        empty.sum().backward()
+    assert x.grad.abs().max() == 0
 
 
 def test_build_directory_follows_environment(monkeypatch, tmp_path):
