@@ -14,9 +14,9 @@ Which path runs (chosen by measurement, ``benchmarks/roi_ops.py``):
   output size ``(PH*gh, PW*gw)`` and ``sampling_ratio=1`` (same start, bin size
   ``rh / (PH*gh)``), so torchvision's kernel produces every sample value and a max over
   each ``(gh, gw)`` window takes the bin's value (its index is the first maximum, as the
-  contract asks). With adaptive sampling the grid differs per box, so boxes are grouped by distinct
-  ``(gh, gw)`` (a loop over groups, not boxes) and chunked to bound memory; the backward
-  reuses torchvision's RoIAlign backward (see :class:`_AlignMaxTorchFunction`).
+  contract asks). With adaptive sampling the grid differs per box, so boxes are grouped by
+  distinct ``(gh, gw)`` (a loop over groups, not boxes) and chunked to bound memory; the
+  backward reuses torchvision's RoIAlign backward (see :class:`_AlignMaxTorchFunction`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._extension import load_extension
+
 
 class _AlignMaxFunction(torch.autograd.Function):
     @staticmethod
@@ -40,7 +41,9 @@ class _AlignMaxFunction(torch.autograd.Function):
     def backward(ctx, grad):
         rois, argmax = ctx.saved_tensors
         scale, ph, pw, sampling_ratio, aligned, shape = ctx.args
-        grad_input = load_extension().align_max_backward(grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, shape)
+        grad_input = load_extension().align_max_backward(
+            grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, shape
+        )
         return grad_input, None, None, None, None, None, None
 
 
@@ -87,9 +90,9 @@ class _AlignMaxTorchFunction(torch.autograd.Function):
     Forward: per chunk, torchvision's RoIAlign with output ``(PH*gh, PW*gw)`` and one sample
     per cell gives every sample value; regrouped per bin, ``max`` over the last axis gives the
     value and the sample index ``iy*gw + ix`` (first maximum on ties), kept in int8 like the
-    C++ kernel. Backward: per
-    chunk, the output gradient is scattered onto that sample of a zero sample grid and
-    torchvision's RoIAlign backward spreads it onto the four bilinear neighbours. Chunks
+    C++ kernel. Backward: per chunk, the output gradient is scattered onto that sample of a
+    zero sample grid and torchvision's RoIAlign backward spreads it onto the four bilinear
+    neighbours. Chunks
     hold at most an eighth of an output's worth of samples, so the peak stays well below
     twice the output.
     """
@@ -134,101 +137,6 @@ class _AlignMaxTorchFunction(torch.autograd.Function):
             del binned
             grad_input += torch.ops.torchvision._roi_align_backward(
                 grad_samples, rois[sub], scale, ph * gh, pw * gw, n, c, h, w, 1, aligned
-            )
-        return grad_input, None, None, None, None, None, None
-
-
-def align_max_cpp(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool):
-    """C++ path (CPU tensors of one dtype, float32 or float64; extension must be loaded)."""
-    return _AlignMaxFunction.apply(input, rois, ph, pw, scale, sampling_ratio, aligned)
-
-
-def _grid_sizes(rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
-    """Per-box ``(gh, gw)`` as ``Tensor[K, 2]`` (int64), computed as torchvision computes them."""
-    k = rois.shape[0]
-    if sampling_ratio > 0:
-        return torch.full((k, 2), sampling_ratio, dtype=torch.long, device=rois.device)
-    offset = 0.5 if aligned else 0.0
-    coords = rois[:, 1:].detach() * scale - offset  # (K, 4) in the compute dtype, like the kernel
-    size = torch.stack([coords[:, 3] - coords[:, 1], coords[:, 2] - coords[:, 0]], 1)  # (K, 2): rh, rw
-    if not aligned:
-        size = size.clamp(min=1.0)
-    bins = torch.tensor([ph, pw], dtype=size.dtype, device=size.device)
-    # Cap like the C++ kernel: only absurd finite boxes get there.
-    return torch.ceil(size / bins).clamp(min=0, max=1 << 16).long()
-
-
-def _chunks(grids: Tensor, per_sample: int, budget: int):
-    """Yield ``(gh, gw, box indices)``: boxes grouped by grid, chunked so a chunk's sample
-    tensor ``(k, C, PH*gh, PW*gw)`` has at most ``budget`` elements (at least one box)."""
-    if grids.shape[0] == 0:
-        return
-    for gh, gw in torch.unique(grids, dim=0).tolist():
-        idx = torch.nonzero((grids[:, 0] == gh) & (grids[:, 1] == gw)).flatten()
-        step = max(1, budget // max(1, per_sample * gh * gw))
-        for start in range(0, idx.numel(), step):
-            yield gh, gw, idx[start : start + step]
-
-
-def _index_dtype(grids: Tensor) -> torch.dtype:
-    most = int((grids[:, 0] * grids[:, 1]).max()) if grids.shape[0] else 0
-    return torch.int8 if most <= 127 else (torch.int16 if most <= 32767 else torch.int32)
-
-
-class _AlignMaxTorchFunction(torch.autograd.Function):
-    """Torch path with the C++ kernel's memory profile: no sample tensor is kept for backward.
-
-    Forward: per chunk, torchvision's RoIAlign with output ``(PH*gh, PW*gw)`` and one sample
-    per cell gives every sample value; regrouped per bin, ``max`` over the last axis gives the
-    value and the sample index ``iy*gw + ix`` (first maximum on ties), kept in int8 like the
-    C++ kernel. Backward: per
-    chunk, the output gradient is scattered onto that sample of a zero sample grid and
-    torchvision's RoIAlign backward spreads it onto the four bilinear neighbours. Chunks
-    hold at most an eighth of an output's worth of samples, so the peak stays well below
-    twice the output.
-    """
-
-    @staticmethod
-    def forward(ctx, input, rois, ph, pw, scale, sampling_ratio, aligned):
-        k, c = rois.shape[0], input.shape[1]
-        grids = _grid_sizes(rois, ph, pw, scale, sampling_ratio, aligned)
-        budget = max(1 << 18, k * c * ph * pw // 8)  # samples per chunk: 1/8 of the output
-        out = input.new_zeros((k, c, ph, pw))
-        arg = torch.full((k, c, ph, pw), -1, dtype=_index_dtype(grids), device=input.device)
-        for gh, gw, sub in _chunks(grids, c * ph * pw, budget):
-            if gh == 0 or gw == 0:
-                continue  # no sampling point: the bin reads 0
-            samples = torch.ops.torchvision.roi_align(input, rois[sub], scale, ph * gh, pw * gw, 1, aligned)
-            m = sub.numel()
-            # (m, C, PH*gh, PW*gw) -> (m, C, PH, PW, gh*gw): each bin's samples in row-major order
-            binned = samples.view(m, c, ph, gh, pw, gw).permute(0, 1, 2, 4, 3, 5).reshape(m, c, ph, pw, gh * gw)
-            del samples
-            values, index = binned.max(dim=-1)  # first maximum on ties; NaN propagates
-            out.index_copy_(0, sub, values)  # row copies: much faster than out[sub] = values
-            arg.index_copy_(0, sub, index.to(arg.dtype))  # sample index iy*gw + ix inside the bin
-        ctx.save_for_backward(rois, arg, grids)
-        ctx.args = (ph, pw, scale, aligned, tuple(input.shape), budget)
-        ctx.mark_non_differentiable(arg)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        rois, arg, grids = ctx.saved_tensors
-        ph, pw, scale, aligned, (n, c, h, w), budget = ctx.args
-        grad_input = grad.new_zeros((n, c, h, w))
-        bin_y = torch.arange(ph, device=grad.device).view(1, 1, ph, 1)
-        bin_x = torch.arange(pw, device=grad.device).view(1, 1, 1, pw)
-        for gh, gw, sub in _chunks(grids, c * ph * pw, budget):
-            if gh == 0 or gw == 0:
-                continue
-            a = arg[sub].long()  # (k, C, PH, PW) sample index iy*gw + ix
-            flat = (bin_y * gh + a // gw) * (pw * gw) + bin_x * gw + a % gw  # into the sample grid
-            grad_samples = grad.new_zeros((sub.numel(), c, ph * gh * pw * gw))
-            grad_samples.scatter_(2, flat.flatten(2), grad[sub].flatten(2))  # (k, C, PH*gh*PW*gw)
-            grad_input += torch.ops.torchvision._roi_align_backward(
-                grad_samples.view(sub.numel(), c, ph * gh, pw * gw), rois[sub], scale, ph * gh, pw * gw,
-                n, c, h, w, 1, aligned,
             )
         return grad_input, None, None, None, None, None, None
 
