@@ -92,9 +92,8 @@ class _AlignMaxTorchFunction(torch.autograd.Function):
     value and the sample index ``iy*gw + ix`` (first maximum on ties), kept in int8 like the
     C++ kernel. Backward: per chunk, the output gradient is scattered onto that sample of a
     zero sample grid and torchvision's RoIAlign backward spreads it onto the four bilinear
-    neighbours. Chunks
-    hold at most an eighth of an output's worth of samples, so the peak stays well below
-    twice the output.
+    neighbours. Chunks hold at most an eighth of an output's worth of samples, so the peak
+    stays well below twice the output.
     """
 
     @staticmethod

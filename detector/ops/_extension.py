@@ -98,24 +98,53 @@ class Kernels:
         if input.dtype not in _DTYPE_CODES or rois.dtype != input.dtype:
             raise TypeError(f"detector.ops C++ kernels take float32/float64, got {input.dtype} and {rois.dtype}")
         if input.dim() != 4 or rois.dim() != 2 or rois.shape[1] != 5:
-            raise ValueError(f"expected input [N, C, H, W] and rois [K, 5], got {tuple(input.shape)}, {tuple(rois.shape)}")
+            raise ValueError(
+                f"expected input [N, C, H, W] and rois [K, 5], got {tuple(input.shape)}, {tuple(rois.shape)}"
+            )
         return input.contiguous(), rois.contiguous(), _DTYPE_CODES[input.dtype]
 
     def align_max_forward(self, input, rois, scale, ph, pw, sampling_ratio, aligned):
         """-> (output (K, C, PH, PW), argmax (same shape, int8/int16/int32 sample index, -1 = empty bin))."""
         input, rois, code = self._check(input, rois)
-        k, (n, c, h, w) = rois.shape[0], input.shape
+        k, (_, c, h, w) = rois.shape[0], input.shape
         most, samples = _I64(0), _DBL(0.0)
-        self._call(self.lib.detector_align_max_grid, code, _ptr(rois), k, ph, pw, scale, sampling_ratio,
-                   int(aligned), ctypes.byref(most), ctypes.byref(samples))
+        self._call(
+            self.lib.detector_align_max_grid,
+            code,
+            _ptr(rois),
+            k,
+            ph,
+            pw,
+            scale,
+            sampling_ratio,
+            int(aligned),
+            ctypes.byref(most),
+            ctypes.byref(samples),
+        )
         index_bytes = 1 if most.value <= 127 else (2 if most.value <= 32767 else 4)
         output = input.new_empty((k, c, ph, pw))
         argmax = torch.empty((k, c, ph, pw), dtype=_INDEX_DTYPES[index_bytes])
         if output.numel() > 0:
             nhwc = input.permute(0, 2, 3, 1).contiguous()  # (N, C, H, W) -> (N, H, W, C)
-            self._call(self.lib.detector_align_max_forward, code, _ptr(nhwc), _ptr(rois), _ptr(output),
-                       _ptr(argmax), index_bytes, k, c, h, w, ph, pw, scale, sampling_ratio, int(aligned),
-                       samples.value)
+            self._call(
+                self.lib.detector_align_max_forward,
+                code,
+                _ptr(nhwc),
+                _ptr(rois),
+                _ptr(output),
+                _ptr(argmax),
+                index_bytes,
+                k,
+                c,
+                h,
+                w,
+                ph,
+                pw,
+                scale,
+                sampling_ratio,
+                int(aligned),
+                samples.value,
+            )
         return output, argmax
 
     def align_max_backward(self, grad, rois, argmax, scale, ph, pw, sampling_ratio, aligned, shape):
@@ -125,19 +154,35 @@ class Kernels:
         n, c, h, w = shape
         grad_input = grad.new_zeros((n, c, h, w))
         if grad.numel() > 0:
-            self._call(self.lib.detector_align_max_backward, code, _ptr(grad), _ptr(rois), _ptr(argmax),
-                       argmax.element_size(), _ptr(grad_input), rois.shape[0], c, h, w, ph, pw, scale,
-                       sampling_ratio, int(aligned))
+            self._call(
+                self.lib.detector_align_max_backward,
+                code,
+                _ptr(grad),
+                _ptr(rois),
+                _ptr(argmax),
+                argmax.element_size(),
+                _ptr(grad_input),
+                rois.shape[0],
+                c,
+                h,
+                w,
+                ph,
+                pw,
+                scale,
+                sampling_ratio,
+                int(aligned),
+            )
         return grad_input
 
     def prroi_forward(self, input, rois, scale, ph, pw):
         """-> output (K, C, PH, PW)."""
         input, rois, code = self._check(input, rois)
-        k, (n, c, h, w) = rois.shape[0], input.shape
+        k, (_, c, h, w) = rois.shape[0], input.shape
         output = input.new_empty((k, c, ph, pw))
         if output.numel() > 0:
-            self._call(self.lib.detector_prroi_forward, code, _ptr(input), _ptr(rois), _ptr(output),
-                       k, c, h, w, ph, pw, scale)
+            self._call(
+                self.lib.detector_prroi_forward, code, _ptr(input), _ptr(rois), _ptr(output), k, c, h, w, ph, pw, scale
+            )
         return output
 
     def prroi_backward(self, grad, input, rois, output, scale, ph, pw, need_input, need_rois):
@@ -145,12 +190,27 @@ class Kernels:
         input, rois, code = self._check(input, rois)
         grad = grad.contiguous()
         output = output.contiguous() if need_rois else None
-        k, (n, c, h, w) = rois.shape[0], input.shape
+        k, (_, c, h, w) = rois.shape[0], input.shape
         grad_input = torch.zeros_like(input) if need_input else None
         grad_rois = torch.zeros_like(rois) if need_rois else None
         if grad.numel() > 0 and (need_input or need_rois):
-            self._call(self.lib.detector_prroi_backward, code, _ptr(grad), _ptr(input), _ptr(rois), _ptr(output),
-                       _ptr(grad_input), _ptr(grad_rois), k, c, h, w, ph, pw, scale)
+            self._call(
+                self.lib.detector_prroi_backward,
+                code,
+                _ptr(grad),
+                _ptr(input),
+                _ptr(rois),
+                _ptr(output),
+                _ptr(grad_input),
+                _ptr(grad_rois),
+                k,
+                c,
+                h,
+                w,
+                ph,
+                pw,
+                scale,
+            )
         return grad_input, grad_rois
 
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from ._common import BoxesType, check_scale, finish, pair, prepare
 from ._extension import load_extension
 
+
 class _PrRoIPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, ph, pw, scale):

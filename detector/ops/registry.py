@@ -45,7 +45,9 @@ def build_roi_op(name: str, output_size, spatial_scale: float, **options) -> nn.
     if name not in ROI_OPS:
         raise ValueError(f"unknown ROI op {name!r}; known ops: {', '.join(sorted(ROI_OPS))}")
     cls = ROI_OPS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "output_size", "spatial_scale")]
+    accepted = [
+        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "output_size", "spatial_scale")
+    ]
     for key in options:
         if key not in accepted:
             valid = ", ".join(accepted) if accepted else "none"

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from roi_reference import random_rois
 
 BATCH, CHANNELS, HEIGHT, WIDTH, SCALE = 2, 3, 9, 11, 0.5

@@ -41,7 +41,9 @@ def test_linear_map_gives_bin_centres():
 
 
 def test_zero_area_and_reversed_boxes_give_zero(feat):
-    boxes = torch.tensor([[0, 3.0, 2.0, 3.0, 8.0], [1, 3.0, 2.0, 9.0, 2.0], [0, 9.0, 8.0, 3.0, 2.0]], dtype=torch.float64)
+    boxes = torch.tensor(
+        [[0, 3.0, 2.0, 3.0, 8.0], [1, 3.0, 2.0, 9.0, 2.0], [0, 9.0, 8.0, 3.0, 2.0]], dtype=torch.float64
+    )
     assert prroi_pool(feat, boxes, 2, SCALE).abs().max() == 0
 
 

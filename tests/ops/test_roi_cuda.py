@@ -53,7 +53,9 @@ def test_cuda_prroi_box_gradcheck():
     g = torch.Generator().manual_seed(13)
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g).cuda()
     index = torch.tensor([[0.0], [1.0]], dtype=torch.float64).cuda()
-    coords = torch.tensor([[1.3, 0.7, 9.1, 8.2], [-2.1, 3.1, 5.2, 14.0]], dtype=torch.float64).cuda().requires_grad_(True)
+    coords = (
+        torch.tensor([[1.3, 0.7, 9.1, 8.2], [-2.1, 3.1, 5.2, 14.0]], dtype=torch.float64).cuda().requires_grad_(True)
+    )
     assert torch.autograd.gradcheck(lambda b: prroi_pool(x, torch.cat([index, b], 1), 2, 0.5), (coords,))
 
 

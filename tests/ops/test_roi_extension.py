@@ -60,6 +60,20 @@ def test_kernel_errors_surface_as_python_exceptions(feat, rois):
     bad_index = torch.zeros(rois.shape[0], 3, 2, 2, dtype=torch.uint8).view(torch.int8)
     with pytest.raises(RuntimeError, match="index_bytes must be 1, 2 or 4"):
         kernels._call(
-            kernels.lib.detector_align_max_backward, 1, grad.data_ptr(), rois.data_ptr(), bad_index.data_ptr(), 3,
-            torch.zeros_like(feat).data_ptr(), rois.shape[0], 3, 9, 11, 2, 2, SCALE, 2, 0,
+            kernels.lib.detector_align_max_backward,
+            1,
+            grad.data_ptr(),
+            rois.data_ptr(),
+            bad_index.data_ptr(),
+            3,
+            torch.zeros_like(feat).data_ptr(),
+            rois.shape[0],
+            3,
+            9,
+            11,
+            2,
+            2,
+            SCALE,
+            2,
+            0,
         )

@@ -36,7 +36,9 @@ def test_half_coordinates_round_away_from_zero():
 def test_gradcheck():
     g = torch.Generator().manual_seed(7)
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
-    boxes = torch.tensor([[0, 1.3, 0.7, 9.1, 8.2], [1, -2.0, 3.1, 5.2, 14.0], [1, 4.4, 4.1, 4.9, 4.3]], dtype=torch.float64)
+    boxes = torch.tensor(
+        [[0, 1.3, 0.7, 9.1, 8.2], [1, -2.0, 3.1, 5.2, 14.0], [1, 4.4, 4.1, 4.9, 4.3]], dtype=torch.float64
+    )
     assert torch.autograd.gradcheck(lambda t: roi_pool(t, boxes, (2, 3), 0.5), (x,))
 
 

@@ -22,19 +22,29 @@ def test_options_reach_the_module():
     module = build_roi_op("roi_align", 7, 1 / 16, sampling_ratio=2, aligned=True, mode="max")
     assert (module.output_size, module.spatial_scale) == ((7, 7), 1 / 16)
     assert (module.sampling_ratio, module.aligned, module.mode) == (2, True, "max")
-    assert repr(module) == "RoIAlign(output_size=(7, 7), spatial_scale=0.0625, sampling_ratio=2, aligned=True, mode='max')"
+    assert (
+        repr(module) == "RoIAlign(output_size=(7, 7), spatial_scale=0.0625, sampling_ratio=2, aligned=True, mode='max')"
+    )
     warp = build_roi_op("roi_warp", (7, 5), 1 / 32, mode="max")
-    assert repr(warp) == "RoIWarp(output_size=(7, 5), spatial_scale=0.03125, sampling_ratio=-1, aligned=False, mode='max')"
+    assert (
+        repr(warp) == "RoIWarp(output_size=(7, 5), spatial_scale=0.03125, sampling_ratio=-1, aligned=False, mode='max')"
+    )
 
 
 def test_unknown_name_lists_known_ones():
-    with pytest.raises(ValueError, match="unknown ROI op 'roi_align_max'; known ops: prroi_pool, roi_align, roi_pool, roi_warp"):
+    with pytest.raises(
+        ValueError, match="unknown ROI op 'roi_align_max'; known ops: prroi_pool, roi_align, roi_pool, roi_warp"
+    ):
         build_roi_op("roi_align_max", 7, 1 / 16)
 
 
 @pytest.mark.parametrize(
     "name, option, valid",
-    [("roi_pool", "sampling_ratio", "none"), ("prroi_pool", "mode", "none"), ("roi_align", "sampling", "sampling_ratio, aligned, mode")],
+    [
+        ("roi_pool", "sampling_ratio", "none"),
+        ("prroi_pool", "mode", "none"),
+        ("roi_align", "sampling", "sampling_ratio, aligned, mode"),
+    ],
 )
 def test_option_the_op_does_not_take(name, option, valid):
     with pytest.raises(TypeError, match=f"ROI op '{name}' takes no option '{option}'; its options: {valid}"):

@@ -40,4 +40,6 @@ def test_gradcheck(mode):
 def test_module_and_repr(feat, rois):
     module = RoIWarp(2, SCALE, sampling_ratio=-1, mode="max")
     torch.testing.assert_close(module(feat, rois), roi_warp(feat, rois, 2, SCALE, -1, False, "max"))
-    assert repr(module) == "RoIWarp(output_size=(2, 2), spatial_scale=0.5, sampling_ratio=-1, aligned=False, mode='max')"
+    assert (
+        repr(module) == "RoIWarp(output_size=(2, 2), spatial_scale=0.5, sampling_ratio=-1, aligned=False, mode='max')"
+    )
