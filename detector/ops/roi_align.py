@@ -19,8 +19,10 @@ clamps tiny boxes to one cell. Exact rules: ``shared/ROI_OPS.md``.
 Example:
     >>> import torch
     >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-    >>> roi_align(x, [torch.tensor([[0.0, 0.0, 2.0, 2.0]])], 1, sampling_ratio=2, aligned=True)
+    >>> roi_align(x, [torch.tensor([[0.0, 0.0, 2.0, 2.0]])], 1, sampling_ratio=2)  # points (0.5|1.5, 0.5|1.5)
     tensor([[[[5.]]]])
+    >>> roi_align(x, [torch.tensor([[0.0, 0.0, 2.0, 2.0]])], 1, sampling_ratio=2, mode="max")
+    tensor([[[[7.5000]]]])
 """
 
 from __future__ import annotations

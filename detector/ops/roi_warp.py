@@ -8,8 +8,11 @@ the effect of *alignment*; comparing it with RoIPool isolates *bilinear sampling
 Example:
     >>> import torch
     >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-    >>> roi_warp(x, torch.tensor([[0, 0.2, 0.2, 2.2, 2.2]]), 1, sampling_ratio=2, aligned=True)
+    >>> box = torch.tensor([[0, 0.2, 0.2, 2.2, 2.2]])
+    >>> roi_warp(x, box, 1, sampling_ratio=2)  # snapped to (0, 0, 2, 2) first
     tensor([[[[5.]]]])
+    >>> roi_align(x, box, 1, sampling_ratio=2)  # the same box, unquantized
+    tensor([[[[6.]]]])
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ._common import (
     prepare,
     round_half_away,
 )
-from .roi_align import _align_prepared
+from .roi_align import _align_prepared, roi_align  # noqa: F401  (roi_align: docstring example)
 
 
 def roi_warp(
