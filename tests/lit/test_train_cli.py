@@ -40,3 +40,18 @@ def test_a_run_leaves_best_last_and_logs(trained_run):
     assert any(r.get("lr-SGD") for r in rows)  # LearningRateMonitor
     assert list(trained_run.glob("tensorboard/version_*/events.out.tfevents.*"))
     assert list(trained_run.glob("tensorboard/version_*/config.yaml"))  # the full resolved config
+
+
+def test_mask_rcnn_validation_reports_segm_ap(data_root, tmp_path):
+    cli = DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1",
+                            "--model.mask", "true", "--data.masks", "true", "--model.mask_head_layers", "[16]",
+                            "--model.mask_dim_reduced", "16"])
+    metrics = cli.trainer.callback_metrics
+    assert "val/segm_AP" in metrics and "val/segm_AP50" in metrics and "val/bbox_AP" in metrics
+    results = cli.model.last_evaluation.results
+    assert results and all("segmentation" in r and isinstance(r["segmentation"]["counts"], str) for r in results)
+
+
+def test_mask_model_without_mask_data_is_a_clean_error(data_root, tmp_path, capsys):
+    with pytest.raises(ValueError, match="data.masks: true"):
+        DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1", "--model.mask", "true"])
