@@ -81,3 +81,18 @@ def test_non_finite_loss_saves_then_stops_naming_step_and_batch(tmp_path, data_r
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     # the weights are those from before the bad step: nothing was updated with NaN gradients
     assert all(torch.equal(state[k], before[k]) for k in before)
+
+
+def test_channels_last_trains_the_same_network(data_root):
+    dm = tiny_datamodule(data_root)
+    dm.setup("fit")
+    images, targets = next(iter(dm.train_dataloader()))
+    losses = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        module = DetectorModule(**tiny_module_kwargs(channels_last=cl))
+        convs = [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) == cl for w in convs if w.shape[-1] > 1)
+        torch.manual_seed(1)  # same proposal/ROI sampling
+        losses[cl] = {k: float(v) for k, v in module(images, targets).items()}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3, abs=1e-4)
