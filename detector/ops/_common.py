@@ -162,5 +162,10 @@ def finish(out: Tensor, prepared: Prepared) -> Tensor:
 
 
 def round_half_away(v: Tensor) -> Tensor:
-    """C's ``round``: halves go away from zero (``torch.round`` rounds half to even)."""
-    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+    """C's ``round``: halves go away from zero (``torch.round`` rounds half to even).
+
+    ``trunc`` plus the sign when the exact fraction ``v - trunc(v)`` is at least 1/2;
+    ``floor(|v| + 0.5)`` would round 0.49999997 up, because the sum rounds to 1.0.
+    """
+    whole = torch.trunc(v)
+    return whole + torch.where((v - whole).abs() >= 0.5, torch.sign(v), torch.zeros_like(v))

@@ -18,8 +18,9 @@ from torch import Tensor
 
 
 def round_half_away(v: float) -> int:
-    """C's round(): 2.5 -> 3, -2.5 -> -3."""
-    return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))
+    """C's round(): 2.5 -> 3, -2.5 -> -3, 0.49999999999999994 -> 0."""
+    whole = math.trunc(v)
+    return whole + (int(math.copysign(1, v)) if abs(v - whole) >= 0.5 else 0)
 
 
 def _finite(roi: list[float]) -> bool:

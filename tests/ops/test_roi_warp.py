@@ -6,6 +6,15 @@ from conftest import BATCH, SCALE
 from roi_reference import as_list, list_order, roi_warp_ref
 
 from detector.ops import RoIWarp, roi_align, roi_warp
+from detector.ops._common import round_half_away
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_half_away_from_zero(dtype):
+    below_half = 0.49999997 if dtype == torch.float32 else 0.49999999999999994  # largest value < 0.5
+    v = torch.tensor([below_half, 0.5, 1.5, 2.5, -0.5, -2.5, -below_half, 3.2, -3.7, 0.0], dtype=dtype)
+    expected = torch.tensor([0.0, 1, 2, 3, -1, -3, 0, 3, -4, 0], dtype=dtype)
+    assert torch.equal(round_half_away(v), expected)
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])
