@@ -12,7 +12,8 @@ Part 2: a per-stage time split of one training step for each ROI op (RoIPool, Ro
 RoIAlign avg/max, PrRoIPool): forward time of transform, backbone, RPN (with its
 losses), ROI op, box head (+ predictor), sampling + Fast R-CNN losses; then backward +
 optimizer step; and the ROI op's own forward + backward, timed in isolation on the very
-features and proposals of that step, which is what the ROI layer costs.
+features and proposals of that step, which is what the ROI layer costs. The ops' models
+are stepped round-robin, like the comparison, so load changes hit them all alike.
 
     .venv/bin/python benchmarks/train_step.py                  # CPU, 2 threads, small preset
     .venv/bin/python benchmarks/train_step.py --device cuda --preset full --json out.json
@@ -174,48 +175,61 @@ class StageTimer:
             h.remove()
 
 
-def stage_split(args, device, label: str) -> dict[str, float]:
-    name, options = OPS[label]
-    cfg = make_config(args, name, options)
-    torch.manual_seed(0)
-    model = build_detector(cfg).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-    images, targets = make_inputs(args, cfg.num_classes, device)
-    for _ in range(args.warmup):
-        train_step(model, opt, images, targets, seed=1)
-    timer, total = StageTimer(model, device), 0.0
-    n = args.repeats * args.steps
+def stage_split(args, device, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per-stage ms of one training step for every ROI op in `labels`.
+
+    All models are built first and stepped round-robin (one step each in turn), so a
+    change in machine load spreads over all ops instead of biasing whichever ran then.
+    Models share the seed, hence the same weights, inputs and sampled proposals.
+    """
+    runs = {}
+    for label in labels:
+        name, options = OPS[label]
+        cfg = make_config(args, name, options)
+        torch.manual_seed(0)
+        model = build_detector(cfg).to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        images, targets = make_inputs(args, cfg.num_classes, device)
+        for _ in range(args.warmup):
+            train_step(model, opt, images, targets, seed=1)
+        runs[label] = dict(model=model, opt=opt, images=images, targets=targets,
+                           timer=StageTimer(model, device), total=0.0, fwd=0.0, bwd=0.0)
+    n = args.split_steps
     for s in range(n):
-        sync(device)
-        t0 = time.perf_counter()
-        train_step(model, opt, images, targets, seed=100 + s)
-        sync(device)
-        total += 1e3 * (time.perf_counter() - t0)
-    timer.remove()
-    ms = {k: v / n for k, v in timer.ms.items()}
-    out = {
-        "transform": ms["transform"], "backbone": ms["backbone"], "rpn": ms["rpn"], "roi_op": ms["roi_op"],
-        "box_head": ms["box_head"] + ms["predictor"],
-        "sampling+losses": ms["roi_heads"] - ms["roi_op"] - ms["box_head"] - ms["predictor"],
-        "backward+step": total / n - ms["forward"], "total": total / n,
-    }
-    # The ROI op alone, forward + backward, on this step's features and sampled proposals.
-    features, proposals = timer.captured
-    op = model.roi_heads.box_roi_pool.roi_op
-    x = features.clone().requires_grad_(True)
-    fwd = bwd = 0.0
+        for run in runs.values():
+            sync(device)
+            t0 = time.perf_counter()
+            train_step(run["model"], run["opt"], run["images"], run["targets"], seed=100 + s)
+            sync(device)
+            run["total"] += 1e3 * (time.perf_counter() - t0)
+    for run in runs.values():
+        run["timer"].remove()
+    # The ROI op alone, forward + backward, on the last step's features and sampled proposals.
     for _ in range(n):
-        sync(device)
-        t0 = time.perf_counter()
-        y = op(x, proposals)
-        sync(device)
-        t1 = time.perf_counter()
-        y.backward(torch.ones_like(y))
-        sync(device)
-        fwd, bwd = fwd + t1 - t0, bwd + time.perf_counter() - t1
-        x.grad = None
-    out["roi_op_alone_fwd"], out["roi_op_alone_bwd"] = 1e3 * fwd / n, 1e3 * bwd / n
-    out["num_rois"] = sum(len(p) for p in proposals)
+        for run in runs.values():
+            features, proposals = run["timer"].captured
+            op = run["model"].roi_heads.box_roi_pool.roi_op
+            x = features.clone().requires_grad_(True)
+            sync(device)
+            t0 = time.perf_counter()
+            y = op(x, proposals)
+            sync(device)
+            t1 = time.perf_counter()
+            y.backward(torch.ones_like(y))
+            sync(device)
+            run["fwd"] += 1e3 * (t1 - t0)
+            run["bwd"] += 1e3 * (time.perf_counter() - t1)
+    out = {}
+    for label, run in runs.items():
+        ms = {k: v / n for k, v in run["timer"].ms.items()}
+        out[label] = {
+            "transform": ms["transform"], "backbone": ms["backbone"], "rpn": ms["rpn"], "roi_op": ms["roi_op"],
+            "box_head": ms["box_head"] + ms["predictor"],
+            "sampling+losses": ms["roi_heads"] - ms["roi_op"] - ms["box_head"] - ms["predictor"],
+            "backward+step": run["total"] / n - ms["forward"], "total": run["total"] / n,
+            "roi_op_alone_fwd": run["fwd"] / n, "roi_op_alone_bwd": run["bwd"] / n,
+            "num_rois": sum(len(p) for p in run["timer"].captured[1]),
+        }
     return out
 
 
@@ -235,6 +249,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--split-steps", type=int, default=5, help="timed steps per ROI op in the stage split")
     p.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
     p.add_argument("--skip-split", action="store_true", help="only the comparison with torchvision")
     p.add_argument("--json", type=Path, default=None, help="write all numbers here")
@@ -260,7 +275,7 @@ def main() -> None:
           f"{c['first_step_max_abs_loss_diff']:.2e}")
 
     if not args.skip_split:
-        split = {label: stage_split(args, device, label) for label in args.ops}
+        split = stage_split(args, device, args.ops)
         result["stages_ms"] = split
         cols = STAGES + ("total", "roi_op_alone_fwd", "roi_op_alone_bwd")
         print(f"\n# per-stage time of one training step, ms (forward stages via hooks; ROI op alone = forward/backward "
