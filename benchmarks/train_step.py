@@ -36,11 +36,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from torchvision.models.detection import FasterRCNN  # noqa: E402
-from torchvision.ops import MultiScaleRoIAlign  # noqa: E402
+from torchvision.models.detection import FasterRCNN
+from torchvision.ops import MultiScaleRoIAlign
 
-from detector.models import DetectorConfig, build_detector  # noqa: E402
-from detector.models.detector import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from detector.models import DetectorConfig, build_detector
+from detector.models.detector import IMAGENET_MEAN, IMAGENET_STD
 
 OPS = {  # label -> (registry key, options)
     "roi_pool": ("roi_pool", {}),
@@ -54,8 +54,15 @@ STAGES = ("transform", "backbone", "rpn", "roi_op", "box_head", "sampling+losses
 
 def make_config(args: argparse.Namespace, roi_op: str, options: dict) -> DetectorConfig:
     base = DetectorConfig.small if args.preset == "small" else DetectorConfig
-    overrides = dict(backbone=args.backbone, stride=args.stride, min_size=args.min_size, max_size=args.max_size,
-                     num_classes=args.num_classes, roi_op=roi_op, roi_options=options)
+    overrides = dict(
+        backbone=args.backbone,
+        stride=args.stride,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        num_classes=args.num_classes,
+        roi_op=roi_op,
+        roi_options=options,
+    )
     return base(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -69,8 +76,12 @@ def make_inputs(args: argparse.Namespace, num_classes: int, device: torch.device
         xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
         wh = (0.1 + 0.3 * torch.rand(n, 2, generator=g)) * torch.tensor([w, h])
         images.append(torch.rand(3, h, w, generator=g).to(device))
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
-                        "labels": torch.randint(1, num_classes, (n,), generator=g).to(device)})
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1).to(device),
+                "labels": torch.randint(1, num_classes, (n,), generator=g).to(device),
+            }
+        )
     return images, targets
 
 
@@ -78,19 +89,33 @@ def torchvision_twin(ours: nn.Module, cfg: DetectorConfig) -> FasterRCNN:
     """torchvision's FasterRCNN from copies of our parts, pooling with MultiScaleRoIAlign."""
     heads = ours.roi_heads
     return FasterRCNN(
-        copy.deepcopy(ours.backbone), num_classes=None, min_size=cfg.min_size, max_size=cfg.max_size,
-        image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-        rpn_anchor_generator=copy.deepcopy(ours.rpn.anchor_generator), rpn_head=copy.deepcopy(ours.rpn.head),
-        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-        rpn_nms_thresh=cfg.rpn_nms_thresh, rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh, rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh,
-        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image, rpn_positive_fraction=cfg.rpn_positive_fraction,
+        copy.deepcopy(ours.backbone),
+        num_classes=None,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        rpn_anchor_generator=copy.deepcopy(ours.rpn.anchor_generator),
+        rpn_head=copy.deepcopy(ours.rpn.head),
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_nms_thresh=cfg.rpn_nms_thresh,
+        rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        rpn_positive_fraction=cfg.rpn_positive_fraction,
         rpn_score_thresh=cfg.rpn_score_thresh,
         box_roi_pool=MultiScaleRoIAlign(["0"], cfg.resolved_roi_output_size, sampling_ratio=2),
-        box_head=copy.deepcopy(heads.box_head), box_predictor=copy.deepcopy(heads.box_predictor),
-        box_score_thresh=cfg.box_score_thresh, box_nms_thresh=cfg.box_nms_thresh,
-        box_detections_per_img=cfg.box_detections_per_img, box_fg_iou_thresh=cfg.box_fg_iou_thresh,
-        box_bg_iou_thresh=cfg.box_bg_iou_thresh, box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_head=copy.deepcopy(heads.box_head),
+        box_predictor=copy.deepcopy(heads.box_predictor),
+        box_score_thresh=cfg.box_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh,
+        box_detections_per_img=cfg.box_detections_per_img,
+        box_fg_iou_thresh=cfg.box_fg_iou_thresh,
+        box_bg_iou_thresh=cfg.box_bg_iou_thresh,
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
         box_positive_fraction=cfg.box_positive_fraction,
     )
 
@@ -134,9 +159,13 @@ def compare(args, device) -> dict:
             sync(device)
             ips[k].append(args.steps * args.batch / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in ips.items()}
-    return {"config": cfg.__dict__ | {"roi_options": cfg.resolved_roi_options}, "images_per_s": ips,
-            "median_images_per_s": med, "ratio": med["ours"] / med["torchvision"],
-            "first_step_max_abs_loss_diff": max_diff}
+    return {
+        "config": cfg.__dict__ | {"roi_options": cfg.resolved_roi_options},
+        "images_per_s": ips,
+        "median_images_per_s": med,
+        "ratio": med["ours"] / med["torchvision"],
+        "first_step_max_abs_loss_diff": max_diff,
+    }
 
 
 class StageTimer:
@@ -146,9 +175,16 @@ class StageTimer:
         self.ms: dict[str, float] = defaultdict(float)
         self.device, self.handles, self.t0 = device, [], {}
         heads = model.roi_heads
-        for name, module in [("transform", model.transform), ("backbone", model.backbone), ("rpn", model.rpn),
-                             ("roi_op", heads.box_roi_pool), ("box_head", heads.box_head),
-                             ("predictor", heads.box_predictor), ("roi_heads", heads), ("forward", model)]:
+        for name, module in [
+            ("transform", model.transform),
+            ("backbone", model.backbone),
+            ("rpn", model.rpn),
+            ("roi_op", heads.box_roi_pool),
+            ("box_head", heads.box_head),
+            ("predictor", heads.box_predictor),
+            ("roi_heads", heads),
+            ("forward", model),
+        ]:
             self.handles.append(module.register_forward_pre_hook(self._start(name)))
             self.handles.append(module.register_forward_hook(self._stop(name)))
         self.captured = None
@@ -158,12 +194,14 @@ class StageTimer:
         def hook(module, inputs):
             sync(self.device)
             self.t0[name] = time.perf_counter()
+
         return hook
 
     def _stop(self, name):
         def hook(module, inputs, output):
             sync(self.device)
             self.ms[name] += 1e3 * (time.perf_counter() - self.t0[name])
+
         return hook
 
     def _capture(self, module, inputs):
@@ -192,8 +230,16 @@ def stage_split(args, device, labels: list[str]) -> dict[str, dict[str, float]]:
         images, targets = make_inputs(args, cfg.num_classes, device)
         for _ in range(args.warmup):
             train_step(model, opt, images, targets, seed=1)
-        runs[label] = dict(model=model, opt=opt, images=images, targets=targets,
-                           timer=StageTimer(model, device), total=0.0, fwd=0.0, bwd=0.0)
+        runs[label] = dict(
+            model=model,
+            opt=opt,
+            images=images,
+            targets=targets,
+            timer=StageTimer(model, device),
+            total=0.0,
+            fwd=0.0,
+            bwd=0.0,
+        )
     n = args.split_steps
     for s in range(n):
         for run in runs.values():
@@ -223,22 +269,33 @@ def stage_split(args, device, labels: list[str]) -> dict[str, dict[str, float]]:
     for label, run in runs.items():
         ms = {k: v / n for k, v in run["timer"].ms.items()}
         out[label] = {
-            "transform": ms["transform"], "backbone": ms["backbone"], "rpn": ms["rpn"], "roi_op": ms["roi_op"],
+            "transform": ms["transform"],
+            "backbone": ms["backbone"],
+            "rpn": ms["rpn"],
+            "roi_op": ms["roi_op"],
             "box_head": ms["box_head"] + ms["predictor"],
             "sampling+losses": ms["roi_heads"] - ms["roi_op"] - ms["box_head"] - ms["predictor"],
-            "backward+step": run["total"] / n - ms["forward"], "total": run["total"] / n,
-            "roi_op_alone_fwd": run["fwd"] / n, "roi_op_alone_bwd": run["bwd"] / n,
+            "backward+step": run["total"] / n - ms["forward"],
+            "total": run["total"] / n,
+            "roi_op_alone_fwd": run["fwd"] / n,
+            "roi_op_alone_bwd": run["bwd"] / n,
             "num_rois": sum(len(p) for p in run["timer"].captured[1]),
         }
     return out
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads on CPU")
-    p.add_argument("--preset", choices=("small", "full"), default="small",
-                   help="small = DetectorConfig.small() (CPU-friendly), full = DetectorConfig() defaults")
+    p.add_argument(
+        "--preset",
+        choices=("small", "full"),
+        default="small",
+        help="small = DetectorConfig.small() (CPU-friendly), full = DetectorConfig() defaults",
+    )
     p.add_argument("--backbone", default=None)
     p.add_argument("--stride", type=int, default=None)
     p.add_argument("--min-size", type=int, default=None)
@@ -258,28 +315,41 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    meta = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
 
     result = {"meta": meta, "comparison": compare(args, device)}
     c = result["comparison"]
-    print(f"# training step, {meta['device']} ({meta['gpu'] or meta['cpu']}), threads={meta['threads']}, "
-          f"batch={args.batch}, {args.repeats} interleaved repeats x {args.steps} steps")
+    print(
+        f"# training step, {meta['device']} ({meta['gpu'] or meta['cpu']}), threads={meta['threads']}, "
+        f"batch={args.batch}, {args.repeats} interleaved repeats x {args.steps} steps"
+    )
     print(f"{'model':<40} {'images/s (median)':>18} {'runs':>40}")
-    for k, label in (("ours", "ours (roi_align avg, sampling 2)"), ("torchvision", "torchvision FasterRCNN (MultiScaleRoIAlign)")):
+    for k, label in (
+        ("ours", "ours (roi_align avg, sampling 2)"),
+        ("torchvision", "torchvision FasterRCNN (MultiScaleRoIAlign)"),
+    ):
         runs = " ".join(f"{v:.2f}" for v in c["images_per_s"][k])
         print(f"{label:<40} {c['median_images_per_s'][k]:>18.2f} {runs:>40}")
-    print(f"ratio ours / torchvision = {c['ratio']:.3f} (target >= 0.95); first-step |loss diff| = "
-          f"{c['first_step_max_abs_loss_diff']:.2e}")
+    print(
+        f"ratio ours / torchvision = {c['ratio']:.3f} (target >= 0.95); first-step |loss diff| = "
+        f"{c['first_step_max_abs_loss_diff']:.2e}"
+    )
 
     if not args.skip_split:
         split = stage_split(args, device, args.ops)
         result["stages_ms"] = split
         cols = STAGES + ("total", "roi_op_alone_fwd", "roi_op_alone_bwd")
-        print(f"\n# per-stage time of one training step, ms (forward stages via hooks; ROI op alone = forward/backward "
-              f"on that step's {next(iter(split.values()))['num_rois']} ROIs)")
+        print(
+            f"\n# per-stage time of one training step, ms (forward stages via hooks; ROI op alone = forward/backward "
+            f"on that step's {next(iter(split.values()))['num_rois']} ROIs)"
+        )
         print(f"{'roi op':<14}" + "".join(f"{c:>17}" for c in cols))
         for label, row in split.items():
             print(f"{label:<14}" + "".join(f"{row[c]:>17.2f}" for c in cols))

@@ -16,6 +16,14 @@ from .heads import Res5Head, SingleLevelRoIPooler
 from .targets import validate_images, validate_targets
 
 __all__ = [
-    "DetectorConfig", "build_detector", "TwoStageDetector", "Backbone", "build_backbone",
-    "SingleLevelRoIPooler", "Res5Head", "validate_targets", "validate_images", "ROI_OP_NAMES",
+    "ROI_OP_NAMES",
+    "Backbone",
+    "DetectorConfig",
+    "Res5Head",
+    "SingleLevelRoIPooler",
+    "TwoStageDetector",
+    "build_backbone",
+    "build_detector",
+    "validate_images",
+    "validate_targets",
 ]

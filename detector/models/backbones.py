@@ -12,7 +12,8 @@ weights are loaded by `weights.load_backbone_weights`, never downloaded implicit
 
 from __future__ import annotations
 
-from typing import Callable
+import itertools
+from collections.abc import Callable
 
 import torch
 import torchvision
@@ -25,11 +26,16 @@ from .weights import check_state_dict, load_backbone_weights, read_backbone_stat
 
 # Number of output channels of the last kept stage, per (backbone, stride).
 BODY_CHANNELS = {
-    ("vgg16", 32): 512, ("vgg16", 16): 512,
-    ("resnet18", 32): 512, ("resnet18", 16): 256,
-    ("resnet34", 32): 512, ("resnet34", 16): 256,
-    ("resnet50", 32): 2048, ("resnet50", 16): 1024,
+    ("vgg16", 32): 512,
+    ("vgg16", 16): 512,
+    ("resnet18", 32): 512,
+    ("resnet18", 16): 256,
+    ("resnet34", 32): 512,
+    ("resnet34", 16): 256,
+    ("resnet50", 32): 2048,
+    ("resnet50", 16): 1024,
 }
+
 
 def _group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(32, channels)
@@ -38,7 +44,9 @@ def _group_norm(channels: int) -> nn.Module:
 # "frozen_bn": fixed affine (fine-tuning); "bn": trained BatchNorm; "gn": GroupNorm(32),
 # batch-independent (training from scratch with a few images per batch).
 NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": _group_norm,
+    "frozen_bn": FrozenBatchNorm2d,
+    "bn": nn.BatchNorm2d,
+    "gn": _group_norm,
 }
 # Indices that end each VGG16 conv block in `vgg16().features` (the max-pools).
 _VGG16_POOLS = (4, 9, 16, 23, 30)
@@ -86,8 +94,9 @@ def _freeze(stages: list[nn.Module], trainable_layers: int) -> None:
         stage.requires_grad_(i >= len(stages) - trainable_layers)
 
 
-def _resnet(name: str, stride: int, weights: str | None, norm: str, trainable_layers: int,
-            out_channels: int | None) -> tuple[Backbone, nn.Module | None]:
+def _resnet(
+    name: str, stride: int, weights: str | None, norm: str, trainable_layers: int, out_channels: int | None
+) -> tuple[Backbone, nn.Module | None]:
     norm_layer: Callable[..., nn.Module] = NORM_LAYERS[norm]
     net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
     if weights is not None:
@@ -115,17 +124,24 @@ def _vgg16(stride: int, weights: str | None, trainable_layers: int, out_channels
     if weights is not None:
         state = read_backbone_state("vgg16", weights)
         check_state_dict(reference, state, f"vgg16 weights {weights!r}")
-        features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+        features.load_state_dict({k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")})
     bounds = (0,) + tuple(p + 1 for p in _VGG16_POOLS)
-    blocks = [features[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    blocks = [features[a:b] for a, b in itertools.pairwise(bounds)]
     if stride == 16:
         blocks[-1] = blocks[-1][:-1]  # conv5_3 + ReLU, without pool5
     _freeze(blocks, trainable_layers)
     return Backbone(nn.Sequential(*blocks), 512, stride, out_channels)
 
 
-def build_backbone(name: str, stride: int, *, weights: str | None = None, norm: str = "frozen_bn",
-                   trainable_layers: int = 5, out_channels: int | None = None) -> tuple[Backbone, nn.Module | None]:
+def build_backbone(
+    name: str,
+    stride: int,
+    *,
+    weights: str | None = None,
+    norm: str = "frozen_bn",
+    trainable_layers: int = 5,
+    out_channels: int | None = None,
+) -> tuple[Backbone, nn.Module | None]:
     """Build `name` cut at `stride`.
 
     Returns:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50")
@@ -170,17 +170,38 @@ class DetectorConfig:
         _check_int("max_size", self.max_size, max(sizes))
         if self.anchor_sizes is not None:
             self.anchor_sizes = tuple(self.anchor_sizes)
-            if not self.anchor_sizes or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.anchor_sizes):
+            if not self.anchor_sizes or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.anchor_sizes
+            ):
                 _fail("anchor_sizes", self.anchor_sizes, "None or a non-empty tuple of positive sizes in pixels")
         self.aspect_ratios = tuple(self.aspect_ratios)
-        if not self.aspect_ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in self.aspect_ratios):
+        if not self.aspect_ratios or any(
+            isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in self.aspect_ratios
+        ):
             _fail("aspect_ratios", self.aspect_ratios, "a non-empty tuple of positive height/width ratios")
-        for name in ("rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
-                     "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
-                     "box_detections_per_img", "representation_size", "mask_roi_output_size", "mask_dim_reduced"):
+        for name in (
+            "rpn_pre_nms_top_n_train",
+            "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_train",
+            "rpn_post_nms_top_n_test",
+            "rpn_batch_size_per_image",
+            "box_batch_size_per_image",
+            "box_detections_per_img",
+            "representation_size",
+            "mask_roi_output_size",
+            "mask_dim_reduced",
+        ):
             _check_int(name, getattr(self, name), 1)
-        for name in ("rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_score_thresh",
-                     "box_fg_iou_thresh", "box_bg_iou_thresh", "box_score_thresh", "box_nms_thresh"):
+        for name in (
+            "rpn_nms_thresh",
+            "rpn_fg_iou_thresh",
+            "rpn_bg_iou_thresh",
+            "rpn_score_thresh",
+            "box_fg_iou_thresh",
+            "box_bg_iou_thresh",
+            "box_score_thresh",
+            "box_nms_thresh",
+        ):
             _check_fraction(name, getattr(self, name))
         _check_fraction("rpn_positive_fraction", self.rpn_positive_fraction, closed_low=False)
         _check_fraction("box_positive_fraction", self.box_positive_fraction, closed_low=False)
@@ -196,19 +217,31 @@ class DetectorConfig:
         if self.box_head is not None and self.box_head not in BOX_HEADS:
             _fail("box_head", self.box_head, f"None or one of {BOX_HEADS}")
         if self.box_head == "res5" and (self.backbone == "vgg16" or self.stride != 16):
-            _fail("box_head", self.box_head, "'mlp' (or None): the res5 head is the C5 stage, so it needs a ResNet at stride 16")
+            _fail(
+                "box_head",
+                self.box_head,
+                "'mlp' (or None): the res5 head is the C5 stage, so it needs a ResNet at stride 16",
+            )
         if self.resolved_box_head == "res5":
             if self.out_channels is not None:
-                _fail("out_channels", self.out_channels, "None with the res5 head (C5 takes the C4 channels as they are)")
+                _fail(
+                    "out_channels", self.out_channels, "None with the res5 head (C5 takes the C4 channels as they are)"
+                )
             if self.roi_output_size is not None and self.roi_output_size % 2:
-                _fail("roi_output_size", self.roi_output_size, "an even size with the res5 head (C5 halves it; 14 is standard)")
+                _fail(
+                    "roi_output_size",
+                    self.roi_output_size,
+                    "an even size with the res5 head (C5 halves it; 14 is standard)",
+                )
         if not isinstance(self.mask, bool):
             _fail("mask", self.mask, "True or False")
         if self.mask_roi_op is not None and self.mask_roi_op not in ROI_OP_NAMES:
             _fail("mask_roi_op", self.mask_roi_op, f"None or one of {ROI_OP_NAMES}")
         _check_roi_options("mask_roi_options", self.resolved_mask_roi_op, self.mask_roi_options)
         self.mask_head_layers = tuple(self.mask_head_layers)
-        if not self.mask_head_layers or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.mask_head_layers):
+        if not self.mask_head_layers or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.mask_head_layers
+        ):
             _fail("mask_head_layers", self.mask_head_layers, "a non-empty tuple of positive channel counts")
 
     # --- resolved defaults ------------------------------------------------------------
@@ -269,21 +302,30 @@ class DetectorConfig:
             s *= 2
         return tuple(sizes)
 
-    def replace(self, **changes: Any) -> "DetectorConfig":
+    def replace(self, **changes: Any) -> DetectorConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def small(cls, **overrides: Any) -> "DetectorConfig":
+    def small(cls, **overrides: Any) -> DetectorConfig:
         """A CPU-friendly configuration that trains in minutes: ResNet-18 at stride 32
         (the slides' setting), 256 px images, 128 channels, small proposal budgets."""
         base: dict[str, Any] = dict(
-            backbone="resnet18", stride=32, num_classes=4, min_size=256, max_size=384,
-            out_channels=128, representation_size=256,
-            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-            rpn_batch_size_per_image=128, box_batch_size_per_image=128,
-            mask_head_layers=(128, 128), mask_dim_reduced=128,
+            backbone="resnet18",
+            stride=32,
+            num_classes=4,
+            min_size=256,
+            max_size=384,
+            out_channels=128,
+            representation_size=256,
+            rpn_pre_nms_top_n_train=600,
+            rpn_post_nms_top_n_train=300,
+            rpn_pre_nms_top_n_test=300,
+            rpn_post_nms_top_n_test=100,
+            rpn_batch_size_per_image=128,
+            box_batch_size_per_image=128,
+            mask_head_layers=(128, 128),
+            mask_dim_reduced=128,
         )
         base.update(overrides)
         return cls(**base)
@@ -302,7 +344,9 @@ def _check_roi_options(name: str, op: str, options: Any) -> None:
     for key, value in options.items():
         if key not in allowed:
             _fail(name, options, f"options of {op!r} only from {allowed or '(none)'}; {key!r} is not one")
-        if key == "sampling_ratio" and (isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1)):
+        if key == "sampling_ratio" and (
+            isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1)
+        ):
             _fail(name, options, "sampling_ratio an int >= 1, or -1 (adaptive)")
         if key == "aligned" and not isinstance(value, bool):
             _fail(name, options, "aligned True or False")

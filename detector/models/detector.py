@@ -48,8 +48,9 @@ class TwoStageDetector(GeneralizedRCNN):
             [, `masks` `Tensor[D, 1, H, W]` probabilities].
     """
 
-    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: RoIHeads, transform: nn.Module,
-                 num_classes: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, rpn: nn.Module, roi_heads: RoIHeads, transform: nn.Module, num_classes: int
+    ) -> None:
         super().__init__(backbone, rpn, roi_heads, transform)
         self.num_classes = num_classes
 
@@ -67,8 +68,9 @@ def build_roi_layer(name: str, output_size: int, spatial_scale: float, options: 
     return build_roi_op(name, output_size, spatial_scale, **options)
 
 
-def build_detector(cfg: DetectorConfig, *, box_roi_op: nn.Module | None = None,
-                   mask_roi_op: nn.Module | None = None) -> TwoStageDetector:
+def build_detector(
+    cfg: DetectorConfig, *, box_roi_op: nn.Module | None = None, mask_roi_op: nn.Module | None = None
+) -> TwoStageDetector:
     """Build the detector `cfg` describes (random init unless `cfg.weights` says otherwise).
 
     Args:
@@ -83,17 +85,28 @@ def build_detector(cfg: DetectorConfig, *, box_roi_op: nn.Module | None = None,
         >>> model = build_detector(DetectorConfig.small(roi_op="roi_pool")).eval()
         >>> out = model([torch.rand(3, 120, 160)])  # [{"boxes", "labels", "scores"}]
     """
-    backbone, c5 = build_backbone(cfg.backbone, cfg.stride, weights=cfg.weights, norm=cfg.resolved_norm,
-                                  trainable_layers=cfg.resolved_trainable_layers, out_channels=cfg.out_channels)
+    backbone, c5 = build_backbone(
+        cfg.backbone,
+        cfg.stride,
+        weights=cfg.weights,
+        norm=cfg.resolved_norm,
+        trainable_layers=cfg.resolved_trainable_layers,
+        out_channels=cfg.out_channels,
+    )
     channels, size = backbone.out_channels, cfg.resolved_roi_output_size
 
     anchors = AnchorGenerator(sizes=(tuple(cfg.resolved_anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),))
     rpn = RegionProposalNetwork(
-        anchors, RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        cfg.rpn_fg_iou_thresh, cfg.rpn_bg_iou_thresh, cfg.rpn_batch_size_per_image, cfg.rpn_positive_fraction,
+        anchors,
+        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        cfg.rpn_fg_iou_thresh,
+        cfg.rpn_bg_iou_thresh,
+        cfg.rpn_batch_size_per_image,
+        cfg.rpn_positive_fraction,
         dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
         dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
-        cfg.rpn_nms_thresh, score_thresh=cfg.rpn_score_thresh,
+        cfg.rpn_nms_thresh,
+        score_thresh=cfg.rpn_score_thresh,
     )
 
     if box_roi_op is None:
@@ -110,8 +123,9 @@ def build_detector(cfg: DetectorConfig, *, box_roi_op: nn.Module | None = None,
     mask_parts: dict[str, nn.Module] = {}
     if cfg.mask:
         if mask_roi_op is None:
-            mask_roi_op = build_roi_layer(cfg.resolved_mask_roi_op, cfg.mask_roi_output_size, cfg.spatial_scale,
-                                          cfg.resolved_mask_roi_options)
+            mask_roi_op = build_roi_layer(
+                cfg.resolved_mask_roi_op, cfg.mask_roi_output_size, cfg.spatial_scale, cfg.resolved_mask_roi_options
+            )
         mask_parts = dict(
             mask_roi_pool=SingleLevelRoIPooler(mask_roi_op),
             mask_head=MaskRCNNHeads(channels, list(cfg.mask_head_layers), dilation=1),
@@ -119,9 +133,18 @@ def build_detector(cfg: DetectorConfig, *, box_roi_op: nn.Module | None = None,
         )
 
     roi_heads = RoIHeads(
-        SingleLevelRoIPooler(box_roi_op), box_head, FastRCNNPredictor(width, cfg.num_classes),
-        cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, cfg.box_batch_size_per_image, cfg.box_positive_fraction,
-        None, cfg.box_score_thresh, cfg.box_nms_thresh, cfg.box_detections_per_img, **mask_parts,
+        SingleLevelRoIPooler(box_roi_op),
+        box_head,
+        FastRCNNPredictor(width, cfg.num_classes),
+        cfg.box_fg_iou_thresh,
+        cfg.box_bg_iou_thresh,
+        cfg.box_batch_size_per_image,
+        cfg.box_positive_fraction,
+        None,
+        cfg.box_score_thresh,
+        cfg.box_nms_thresh,
+        cfg.box_detections_per_img,
+        **mask_parts,
     )
     transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     return TwoStageDetector(backbone, rpn, roi_heads, transform, cfg.num_classes)

@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-__all__ = ["SingleLevelRoIPooler", "Res5Head", "TwoMLPHead", "FastRCNNPredictor", "MaskRCNNHeads", "MaskRCNNPredictor"]
+__all__ = ["FastRCNNPredictor", "MaskRCNNHeads", "MaskRCNNPredictor", "Res5Head", "SingleLevelRoIPooler", "TwoMLPHead"]
 
 
 class SingleLevelRoIPooler(nn.Module):
@@ -42,8 +42,9 @@ class SingleLevelRoIPooler(nn.Module):
         self.roi_op = roi_op
         self.feature_key = feature_key
 
-    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
-                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
         """`image_shapes` is part of the pooler signature but unused: the op's
         `spatial_scale` is fixed by the backbone stride, not guessed from sizes."""
         return self.roi_op(features[self.feature_key], proposals)

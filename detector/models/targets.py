@@ -48,8 +48,10 @@ def validate_targets(images: list[torch.Tensor], targets: object, num_classes: i
         boxes, labels = t["boxes"], t["labels"]
         if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
             shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-            raise ValueError(f"{_where(i)}['boxes'] must be a Tensor[L, 4] (x1, y1, x2, y2), got {shape}; "
-                             "an image with no objects takes torch.zeros((0, 4))")
+            raise ValueError(
+                f"{_where(i)}['boxes'] must be a Tensor[L, 4] (x1, y1, x2, y2), got {shape}; "
+                "an image with no objects takes torch.zeros((0, 4))"
+            )
         if not boxes.is_floating_point():
             raise ValueError(f"{_where(i)}['boxes'] must be float, got {boxes.dtype}: use boxes.float()")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
@@ -63,7 +65,8 @@ def validate_targets(images: list[torch.Tensor], targets: object, num_classes: i
                 j = int(bad.nonzero()[0, 0])
                 raise ValueError(
                     f"{_where(i)}['labels'][{j}] = {int(labels[j])} is outside [1, {num_classes}): label 0 is the "
-                    f"background and num_classes={num_classes} counts it; remap labels or raise num_classes")
+                    f"background and num_classes={num_classes} counts it; remap labels or raise num_classes"
+                )
         if boxes.numel():
             finite = torch.isfinite(boxes).all(dim=1)
             if not finite.all():
@@ -74,12 +77,15 @@ def validate_targets(images: list[torch.Tensor], targets: object, num_classes: i
                 j = int(degenerate.nonzero()[0, 0])
                 raise ValueError(
                     f"{_where(i)}['boxes'][{j}] = {boxes[j].tolist()} is degenerate (needs x2 > x1 and y2 > y1, "
-                    "boxes are (x1, y1, x2, y2), not (x, y, w, h)): drop it or convert the format")
+                    "boxes are (x1, y1, x2, y2), not (x, y, w, h)): drop it or convert the format"
+                )
         if need_masks:
             masks = t.get("masks")
             expected = (boxes.shape[0], img.shape[-2], img.shape[-1])
             if not isinstance(masks, torch.Tensor) or tuple(masks.shape) != expected:
                 shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-                raise ValueError(f"{_where(i)}['masks'] must be a Tensor{list(expected)} (one mask per box, image-sized) "
-                                 f"for the mask head, got {shape}; an image with no objects takes "
-                                 f"torch.zeros((0, {img.shape[-2]}, {img.shape[-1]}), dtype=torch.uint8)")
+                raise ValueError(
+                    f"{_where(i)}['masks'] must be a Tensor{list(expected)} (one mask per box, image-sized) "
+                    f"for the mask head, got {shape}; an image with no objects takes "
+                    f"torch.zeros((0, {img.shape[-2]}, {img.shape[-1]}), dtype=torch.uint8)"
+                )

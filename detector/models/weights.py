@@ -22,7 +22,9 @@ def _unwrap(state: object, path: str) -> dict[str, torch.Tensor]:
         if key in ("state_dict", "model") and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path!r} does not hold a state dict (a dict of tensors); got {type(state).__name__}")
+        raise ValueError(
+            f"weights file {path!r} does not hold a state dict (a dict of tensors); got {type(state).__name__}"
+        )
     return state
 
 
@@ -43,8 +45,11 @@ def check_state_dict(reference: nn.Module, state: dict[str, torch.Tensor], sourc
     # older checkpoints (resnet18-f37072fd.pth) predate it; BatchNorm fills it in itself.
     unexpected = [k for k in state if k not in expected and not k.endswith("num_batches_tracked")]
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise ValueError(
             f"weights from {source} do not fit {type(reference).__name__}: missing keys: {_show(missing)}; "

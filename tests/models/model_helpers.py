@@ -41,11 +41,21 @@ def require_roi_op(name: str, options: dict) -> None:
 def tiny_config(**overrides) -> DetectorConfig:
     """A detector small enough for unit tests on any backbone (random init)."""
     base = dict(
-        backbone="resnet18", stride=32, num_classes=3, min_size=64, max_size=96,
-        representation_size=32, mask_head_layers=(8,), mask_dim_reduced=8,
-        rpn_pre_nms_top_n_train=64, rpn_post_nms_top_n_train=32,
-        rpn_pre_nms_top_n_test=32, rpn_post_nms_top_n_test=8,
-        rpn_batch_size_per_image=32, box_batch_size_per_image=16, box_detections_per_img=10,
+        backbone="resnet18",
+        stride=32,
+        num_classes=3,
+        min_size=64,
+        max_size=96,
+        representation_size=32,
+        mask_head_layers=(8,),
+        mask_dim_reduced=8,
+        rpn_pre_nms_top_n_train=64,
+        rpn_post_nms_top_n_train=32,
+        rpn_pre_nms_top_n_test=32,
+        rpn_post_nms_top_n_test=8,
+        rpn_batch_size_per_image=32,
+        box_batch_size_per_image=16,
+        box_detections_per_img=10,
         box_score_thresh=0.0,
     )
     base.update(overrides)

@@ -9,8 +9,16 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detector.models import DetectorConfig, build_backbone, build_detector
 
-CASES = [("vgg16", 32, 512), ("vgg16", 16, 512), ("resnet18", 32, 512), ("resnet18", 16, 256),
-         ("resnet34", 32, 512), ("resnet34", 16, 256), ("resnet50", 32, 2048), ("resnet50", 16, 1024)]
+CASES = [
+    ("vgg16", 32, 512),
+    ("vgg16", 16, 512),
+    ("resnet18", 32, 512),
+    ("resnet18", 16, 256),
+    ("resnet34", 32, 512),
+    ("resnet34", 16, 256),
+    ("resnet50", 32, 2048),
+    ("resnet50", 16, 1024),
+]
 
 
 @pytest.mark.parametrize("name,stride,channels", CASES, ids=[f"{n}-s{s}" for n, s, _ in CASES])
@@ -43,7 +51,9 @@ def test_reduction_and_frozen_stages():
     assert not any(p.requires_grad for p in vgg.body.parameters())
 
 
-@pytest.mark.parametrize("norm,layer", [("frozen_bn", FrozenBatchNorm2d), ("bn", torch.nn.BatchNorm2d), ("gn", torch.nn.GroupNorm)])
+@pytest.mark.parametrize(
+    "norm,layer", [("frozen_bn", FrozenBatchNorm2d), ("bn", torch.nn.BatchNorm2d), ("gn", torch.nn.GroupNorm)]
+)
 def test_norm_choice(norm, layer):
     backbone, _ = build_backbone("resnet18", 32, norm=norm)
     assert any(isinstance(m, layer) for m in backbone.modules())
@@ -62,7 +72,10 @@ def test_local_state_dict_loads_strictly(tmp_path):
     assert torch.all(model.backbone.body[0][0].weight == 0.125)
     assert torch.all(model.backbone.body[3][0].bn1.running_var == 4.0)
     # Trainable layers 3 with a pretrained file: stem and layer1 frozen, layer2+ trained.
-    assert not model.backbone.body[1][0].conv1.weight.requires_grad and model.backbone.body[2][0].conv1.weight.requires_grad
+    assert (
+        not model.backbone.body[1][0].conv1.weight.requires_grad
+        and model.backbone.body[2][0].conv1.weight.requires_grad
+    )
     # A wrapped checkpoint {"state_dict": ...} is accepted too.
     torch.save({"state_dict": reference.state_dict()}, tmp_path / "wrapped.pth")
     build_backbone("resnet18", 32, weights=str(tmp_path / "wrapped.pth"))
@@ -84,7 +97,9 @@ def test_vgg16_state_dict_loads_features_and_checks_the_classifier(tmp_path):
     state["classifier.0.weight"] = torch.zeros(1).expand(10, 10)
     state["classifier.9.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=r"unexpected keys: classifier\.9\.weight.*wrong shapes: classifier\.0\.weight \(10, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"unexpected keys: classifier\.9\.weight.*wrong shapes: classifier\.0\.weight \(10, 10\)"
+    ):
         build_backbone("vgg16", 32, weights=str(tmp_path / "bad.pth"))
 
 

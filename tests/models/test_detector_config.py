@@ -89,7 +89,9 @@ def test_default_anchor_sizes_span_below_one_cell_to_image_size():
     cfg = DetectorConfig(min_size=800)
     sizes = cfg.resolved_anchor_sizes
     assert sizes == (16, 32, 64, 128, 256, 512)
-    assert min(sizes) < 32 and max(sizes) * 2 > cfg.min_size  # below a stride-32 cell; the next size would exceed the short side
+    assert (
+        min(sizes) < 32 and max(sizes) * 2 > cfg.min_size
+    )  # below a stride-32 cell; the next size would exceed the short side
     assert DetectorConfig(min_size=(96, 128)).resolved_anchor_sizes == (16, 32, 64, 128)
     assert DetectorConfig(anchor_sizes=[24, 48]).resolved_anchor_sizes == (24, 48)
 
@@ -98,7 +100,10 @@ def test_roi_option_defaults_follow_the_op():
     assert DetectorConfig(roi_op="roi_align").resolved_roi_options == {"sampling_ratio": 2}
     assert DetectorConfig(roi_op="roi_pool").resolved_roi_options == {}
     cfg = DetectorConfig(roi_op="roi_align", roi_options={"sampling_ratio": 3, "mode": "max"}, mask=True)
-    assert cfg.resolved_mask_roi_op == "roi_align" and cfg.resolved_mask_roi_options == {"sampling_ratio": 3, "mode": "max"}
+    assert cfg.resolved_mask_roi_op == "roi_align" and cfg.resolved_mask_roi_options == {
+        "sampling_ratio": 3,
+        "mode": "max",
+    }
     cfg = DetectorConfig(roi_op="roi_pool", mask=True, mask_roi_op="roi_align")
     assert cfg.resolved_mask_roi_options == {"sampling_ratio": 2}
 

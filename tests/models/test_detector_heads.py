@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import scene, tiny_config
 from torch import nn
 from torchvision.ops import roi_align
 
 from detector.models import Res5Head, SingleLevelRoIPooler, build_backbone, build_detector
-from model_helpers import scene, tiny_config
 
 
 class RecordingRoIOp(nn.Module):
@@ -34,7 +34,7 @@ def test_injected_ops_serve_box_and_mask_branches(stride):
     images, targets = scene(mask=True)
     losses = model.train()(images, targets)
     sum(losses.values()).backward()
-    (feature_shape, num_boxes), = box_op.calls
+    ((feature_shape, num_boxes),) = box_op.calls
     assert feature_shape[2:] == (64 // stride, 96 // stride)  # short side 64 -> 64x85 and 64x80, padded to 64x96
     # Sampled proposals: at most box_batch_size_per_image per image (plus nothing else).
     assert 0 < num_boxes <= 2 * cfg.box_batch_size_per_image
@@ -52,7 +52,7 @@ def test_pooler_adapter_has_roiheads_signature():
 
 
 def test_res5_head_strides_14_to_7_and_pools():
-    backbone, c5 = build_backbone("resnet18", 16, norm="gn")
+    _, c5 = build_backbone("resnet18", 16, norm="gn")
     head = Res5Head(c5, 512)
     x = torch.rand(3, 256, 14, 14)
     y = head(x)

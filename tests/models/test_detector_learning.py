@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import require_roi_op
 from torchvision.ops import box_iou
 
 from detector.models import DetectorConfig, build_detector
-from model_helpers import require_roi_op
 
 STEPS, LR = 80, 0.02
 
@@ -31,9 +31,18 @@ def test_overfits_a_tiny_scene(roi_op):
     require_roi_op(roi_op, {})
     torch.manual_seed(0)
     cfg = DetectorConfig.small(
-        roi_op=roi_op, num_classes=2, min_size=128, max_size=128, out_channels=64, representation_size=128,
-        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
-        rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=64,
+        roi_op=roi_op,
+        num_classes=2,
+        min_size=128,
+        max_size=128,
+        out_channels=64,
+        representation_size=128,
+        rpn_pre_nms_top_n_train=200,
+        rpn_post_nms_top_n_train=100,
+        rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50,
+        rpn_batch_size_per_image=64,
+        box_batch_size_per_image=64,
     )
     model = build_detector(cfg).train()
     image, target = fixed_scene()

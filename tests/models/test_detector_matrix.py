@@ -11,9 +11,9 @@ import math
 
 import pytest
 import torch
+from model_helpers import ROI_IDS, ROI_VARIANTS, require_roi_op, scene, tiny_config
 
 from detector.models import build_detector
-from model_helpers import ROI_IDS, ROI_VARIANTS, require_roi_op, scene, tiny_config
 
 
 def first_conv(model) -> torch.Tensor:
@@ -27,7 +27,9 @@ def train_and_predict(cfg):
     images, targets = scene(mask=cfg.mask)
     model.train()
     losses = model(images, targets)
-    expected = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"} | ({"loss_mask"} if cfg.mask else set())
+    expected = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"} | (
+        {"loss_mask"} if cfg.mask else set()
+    )
     assert set(losses) == expected
     for name, value in losses.items():
         assert value.dim() == 0 and math.isfinite(value.item()), (name, value)
@@ -67,19 +69,26 @@ def test_resnet18_every_roi_op(variant, stride, mask):
 
 # One op per bigger backbone and stride, rotating through the family; the mask head on half.
 BIG = [
-    ("vgg16", 32, 0, True), ("vgg16", 16, 2, False),
-    ("resnet34", 32, 1, False), ("resnet34", 16, 3, True),
-    ("resnet50", 32, 4, True), ("resnet50", 16, 2, False),
+    ("vgg16", 32, 0, True),
+    ("vgg16", 16, 2, False),
+    ("resnet34", 32, 1, False),
+    ("resnet34", 16, 3, True),
+    ("resnet50", 32, 4, True),
+    ("resnet50", 16, 2, False),
 ]
 
 
-@pytest.mark.parametrize("backbone,stride,op_index,mask", BIG, ids=[f"{b}-s{s}-{ROI_IDS[i]}-{'mask' if m else 'box'}" for b, s, i, m in BIG])
+@pytest.mark.parametrize(
+    "backbone,stride,op_index,mask", BIG, ids=[f"{b}-s{s}-{ROI_IDS[i]}-{'mask' if m else 'box'}" for b, s, i, m in BIG]
+)
 def test_bigger_backbones(backbone, stride, op_index, mask):
     name, options = ROI_VARIANTS[op_index]
     require_roi_op(name, options)
     res5 = backbone != "vgg16" and stride == 16
     # 1x1 reduction keeps the MLP head small for 2048-channel C5 (not allowed with res5).
-    cfg = tiny_config(backbone=backbone, stride=stride, roi_op=name, roi_options=options, mask=mask,
-                      out_channels=None if res5 else 64)
+    cfg = tiny_config(
+        backbone=backbone, stride=stride, roi_op=name, roi_options=options, mask=mask, out_channels=None if res5 else 64
+    )
     model = train_and_predict(cfg)
     assert cfg.resolved_box_head == ("res5" if res5 else "mlp")
+    assert model.roi_heads.box_roi_pool.roi_op.spatial_scale == 1 / stride

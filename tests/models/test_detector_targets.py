@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from model_helpers import scene, tiny_config
 
 from detector.models import build_detector, validate_targets
-from model_helpers import scene, tiny_config
 
 
 @pytest.mark.parametrize("mask", [False, True], ids=["box", "mask"])
@@ -42,11 +42,17 @@ def _good():
 
 
 BAD_CASES = {
-    "boxes_shape": (lambda t: t.update(boxes=torch.tensor([10.0, 10.0, 20.0, 20.0])), r"\['boxes'\] must be a Tensor\[L, 4\]"),
+    "boxes_shape": (
+        lambda t: t.update(boxes=torch.tensor([10.0, 10.0, 20.0, 20.0])),
+        r"\['boxes'\] must be a Tensor\[L, 4\]",
+    ),
     "boxes_int": (lambda t: t.update(boxes=t["boxes"].long()), r"must be float"),
     "labels_len": (lambda t: t.update(labels=torch.tensor([1, 1])), r"\['labels'\] must be a Tensor\[1\]"),
     "labels_dtype": (lambda t: t.update(labels=t["labels"].int()), r"must be int64"),
-    "label_zero": (lambda t: t.update(labels=torch.tensor([0])), r"\['labels'\]\[0\] = 0 is outside \[1, 3\).*background"),
+    "label_zero": (
+        lambda t: t.update(labels=torch.tensor([0])),
+        r"\['labels'\]\[0\] = 0 is outside \[1, 3\).*background",
+    ),
     "label_too_big": (lambda t: t.update(labels=torch.tensor([3])), r"= 3 is outside \[1, 3\).*num_classes"),
     "box_nan": (lambda t: t.update(boxes=torch.tensor([[5.0, float("nan"), 60.0, 50.0]])), r"not finite"),
     "box_inf": (lambda t: t.update(boxes=torch.tensor([[5.0, 5.0, float("inf"), 50.0]])), r"not finite"),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import scene, tiny_config
 
 from detector.models import build_detector
-from model_helpers import scene, tiny_config
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
 _spec = importlib.util.spec_from_file_location("bench_train_step", _PATH)
