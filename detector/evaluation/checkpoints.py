@@ -60,6 +60,10 @@ def load_detector(path: str | os.PathLike) -> LoadedDetector:
             f"{path!r} is a Lightning checkpoint of another model (hyperparameters {sorted(hparams)[:10]}), "
             f"not of detector.lit.DetectorModule (which stores {required} and a {CHECKPOINT_KEY!r} entry)"
         )
+    # The checkpoint's state_dict replaces the initial weights, so never re-read the backbone
+    # weights the run started from: that file may not exist here, and a weights *name* would
+    # try to download.
+    hparams["weights"] = None
     try:
         module = DetectorModule(**hparams)
     except (TypeError, ValueError) as err:

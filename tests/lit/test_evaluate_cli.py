@@ -126,3 +126,18 @@ def test_output_is_required(trained_run, capsys):
     with pytest.raises(SystemExit):
         main_evaluate(args=[str(trained_run / "checkpoints" / "last.ckpt")])
     assert "output" in capsys.readouterr().err
+
+
+def test_checkpoint_whose_start_weights_file_is_gone_still_evaluates(trained_run, tmp_path):
+    """A run started from a local weights file must evaluate where that file does not exist:
+    the checkpoint's state_dict replaces those weights, so they are never re-read."""
+    from detector.evaluation.checkpoints import load_detector
+
+    def started_from_file(ckpt):
+        ckpt["hyper_parameters"]["weights"] = str(tmp_path / "gone" / "resnet18-imagenet.pth")
+
+    path = _variant(trained_run, tmp_path, "from_weights", started_from_file)
+    loaded = load_detector(path)
+    reference = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in loaded.module.state_dict().items():
+        assert torch.equal(value, reference[key]), key
