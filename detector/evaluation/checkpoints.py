@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from detector.checkpointing import load_checkpoint
 from detector.lit.module import CHECKPOINT_KEY, DetectorModule, check_categories
+from detector.models import DetectorConfig
 
 
 @dataclass
@@ -62,7 +64,11 @@ def load_detector(path: str | os.PathLike) -> LoadedDetector:
         )
     # The checkpoint's state_dict replaces the initial weights, so never re-read the backbone
     # weights the run started from: that file may not exist here, and a weights *name* would
-    # try to download.
+    # try to download. Defaults that depend on `weights` (norm: frozen_bn with weights, gn
+    # without) are pinned first, with DetectorConfig's own rules, so the architecture stays.
+    started = SimpleNamespace(**{k: hparams.get(k) for k in ("weights", "norm", "trainable_layers")})
+    hparams["norm"] = DetectorConfig.resolved_norm.fget(started)
+    hparams["trainable_layers"] = DetectorConfig.resolved_trainable_layers.fget(started)
     hparams["weights"] = None
     try:
         module = DetectorModule(**hparams)

@@ -135,9 +135,26 @@ def test_checkpoint_whose_start_weights_file_is_gone_still_evaluates(trained_run
 
     def started_from_file(ckpt):
         ckpt["hyper_parameters"]["weights"] = str(tmp_path / "gone" / "resnet18-imagenet.pth")
+        ckpt["hyper_parameters"]["norm"] = "gn"  # what the tiny run trained with (explicit, as with weights it must be)
 
     path = _variant(trained_run, tmp_path, "from_weights", started_from_file)
     loaded = load_detector(path)
     reference = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")["state_dict"]
     for key, value in loaded.module.state_dict().items():
         assert torch.equal(value, reference[key]), key
+
+
+def test_pretrained_start_with_default_norm_keeps_its_architecture(trained_run, tmp_path):
+    """norm=None means frozen_bn when the run started from weights: evaluation, which never
+    re-reads those weights, must still build frozen BN (not gn) to fit the state_dict."""
+    from detector.evaluation.checkpoints import load_detector
+
+    frozen = DetectorModule(**tiny_module_kwargs(norm="frozen_bn"))
+
+    def pretrained_start(ckpt):
+        ckpt["state_dict"] = frozen.state_dict()
+        ckpt["hyper_parameters"].update(weights=str(tmp_path / "gone.pth"), norm=None, trainable_layers=None)
+
+    loaded = load_detector(_variant(trained_run, tmp_path, "pretrained", pretrained_start))
+    assert loaded.module.detector_config.resolved_norm == "frozen_bn"
+    assert loaded.module.detector_config.resolved_trainable_layers == 3
