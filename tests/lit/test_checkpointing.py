@@ -57,6 +57,8 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_checkpoint_io_round_trip(tmp_path):
     AtomicCheckpointIO().save_checkpoint({"a": torch.arange(3)}, tmp_path / "sub" / "x.ckpt")
     assert torch.equal(load_checkpoint(tmp_path / "sub" / "x.ckpt")["a"], torch.arange(3))
+    (tmp_path / "plain").write_bytes(b"")
+    assert (tmp_path / "sub" / "x.ckpt").stat().st_mode == (tmp_path / "plain").stat().st_mode  # not mkstemp's 0600
 
 
 class Payload:
