@@ -126,7 +126,7 @@ def nonfinite_checkpoint_path(trainer: pl.Trainer) -> str:
     return os.path.join(str(folder), f"nonfinite-step={trainer.global_step}.ckpt")
 
 
-def default_checkpoint_callbacks(root_dir: str) -> list[ModelCheckpoint]:
+def default_checkpoint_callbacks(root_dir: str, best: bool = True) -> list[ModelCheckpoint]:
     """train.py's two checkpoints, both in ``ROOT/checkpoints/`` under stable names:
 
     - ``best.ckpt``: the highest ``val/bbox_AP`` so far (overwritten when it improves);
@@ -136,13 +136,14 @@ def default_checkpoint_callbacks(root_dir: str) -> list[ModelCheckpoint]:
       lost to a SIGTERM.
 
     Fixed names (no version counter) so that scripts and the README can name the files.
+    ``best=False`` (a run without validation) leaves out ``best.ckpt``.
     """
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     folder = os.path.join(root_dir, "checkpoints")
-    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/bbox_AP", mode="max", save_top_k=1,
+    best_cb = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/bbox_AP", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
     # save_on_train_epoch_end: every epoch, also when validation runs only every N epochs.
     last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
                            enable_version_counter=False, save_on_exception=True)
-    return [best, last]
+    return [best_cb, last] if best else [last]

@@ -151,7 +151,8 @@ class DetectorCLI(LightningCLI):
             kwargs.setdefault("default_root_dir", root)
             callbacks = list(trainer_config.get("callbacks") or [])
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-                callbacks += default_checkpoint_callbacks(root)
+                validates = trainer_config.get("limit_val_batches") not in (0, 0.0)
+                callbacks += default_checkpoint_callbacks(root, best=validates)
             if trainer_config.get("logger") in (None, True):
                 kwargs.setdefault("logger", default_loggers(root))
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
