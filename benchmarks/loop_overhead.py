@@ -18,6 +18,7 @@ the overhead of each Lightning variant against plain, in percent. The target is 
 
     python benchmarks/loop_overhead.py                       # quickstart-sized model, 30 steps x 3
     python benchmarks/loop_overhead.py --steps 50 --repeats 5 --threads 2 --out runs/bench/loop.json
+    python benchmarks/loop_overhead.py --precision bf16-mixed     # the quickstart's bf16 + channels_last steps
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from detector.lit.schedule import make_lr_lambda  # noqa: E402
 MODEL = dict(backbone="resnet18", stride=16, box_head="mlp", norm="bn", out_channels=128, min_size=288, max_size=400,
              anchor_sizes=(16, 32, 64, 128, 256), rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
              rpn_batch_size_per_image=128, box_batch_size_per_image=128, representation_size=256,
-             optimizer="adamw", lr=1e-3, weight_decay=1e-4, lr_schedule="cosine", warmup_steps=10)
+             optimizer="adamw", lr=1.5e-3, weight_decay=1e-4, lr_schedule="cosine", warmup_steps=10)
 CLIP = 10.0
 
 
@@ -63,7 +64,7 @@ class _Timer(pl.Callback):
         self.t1, self.c1 = time.perf_counter(), time.process_time()
 
 
-def plain_loop(module: DetectorModule, batches: list, steps: int) -> tuple[float, float]:
+def plain_loop(module: DetectorModule, batches: list, steps: int, bf16: bool = False) -> tuple[float, float]:
     model = module.model
     model.train()
     hp = module.hparams
@@ -73,8 +74,9 @@ def plain_loop(module: DetectorModule, batches: list, steps: int) -> tuple[float
         optimizer, make_lr_lambda(steps, hp.lr_schedule, hp.warmup_steps, hp.warmup_factor))
     t, c = time.perf_counter(), time.process_time()
     for images, targets in batches[:steps]:
-        losses = model(images, targets)
-        loss = sum(losses.values())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # what Lightning's bf16-mixed does
+            losses = model(images, targets)
+            loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), CLIP)
@@ -83,13 +85,14 @@ def plain_loop(module: DetectorModule, batches: list, steps: int) -> tuple[float
     return time.perf_counter() - t, time.process_time() - c
 
 
-def lightning_loop(module: DetectorModule, batches: list, steps: int, full: bool, datamodule) -> tuple[float, float]:
+def lightning_loop(module: DetectorModule, batches: list, steps: int, full: bool, datamodule,
+                   precision: str = "32-true") -> tuple[float, float]:
     timer = _Timer()
     with tempfile.TemporaryDirectory() as root:
         extra = dict(logger=default_loggers(root), enable_progress_bar=True,
                      callbacks=[timer, *default_checkpoint_callbacks(root)]) if full else dict(
             logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[timer])
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, gradient_clip_val=CLIP,
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, gradient_clip_val=CLIP, precision=precision,
                              num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,
                              log_every_n_steps=10, **extra)
         # the module reads its category table from a datamodule; the batches are given directly
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds of all variants")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                   help="bf16-mixed = the quickstart's setting (with channels_last)")
     p.add_argument("--out", default="runs/benchmarks/loop_overhead.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -119,18 +124,20 @@ def main(argv: list[str] | None = None) -> dict:
     dm.setup("fit")
     it = iter(dm.train_dataloader())
     batches = [next(it) for _ in range(args.steps)]
-    initial = DetectorModule(num_classes=dm.num_classes, **MODEL)
+    bf16 = args.precision == "bf16-mixed"
+    initial = DetectorModule(num_classes=dm.num_classes, channels_last=bf16, **MODEL)
     warm = copy.deepcopy(initial)
-    plain_loop(warm, batches, 2)  # first-touch allocations, kernel/JIT warm-up: paid by nobody below
+    plain_loop(warm, batches, 2, bf16)  # first-touch allocations, kernel/JIT warm-up: paid by nobody below
 
     rows: dict[str, list] = {"plain": [], "lightning-bare": [], "lightning-train.py": []}
     for r in range(args.repeats):
-        rows["plain"].append(plain_loop(copy.deepcopy(initial), batches, args.steps))
-        rows["lightning-bare"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, False, dm))
-        rows["lightning-train.py"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, True, dm))
+        rows["plain"].append(plain_loop(copy.deepcopy(initial), batches, args.steps, bf16))
+        rows["lightning-bare"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, False, dm, args.precision))
+        rows["lightning-train.py"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, True, dm, args.precision))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in rows.items()), flush=True)
 
     result = {"steps": args.steps, "repeats": args.repeats, "threads": args.threads, "batch_size": args.batch_size,
+              "precision": args.precision,
               "load_average": os.getloadavg(), "variants": {}}
     base_wall = statistics.median(w for w, _ in rows["plain"]) / args.steps
     base_cpu = statistics.median(c for _, c in rows["plain"]) / args.steps
