@@ -58,7 +58,9 @@ def test_resume_after_kill_continues_from_the_saved_step(sig, data_root, tmp_pat
         assert proc.returncode == 0, first_log[-3000:]  # Lightning's graceful SIGTERM exit
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # no half-written temp file took its place
+    # A kill during a save may leave a stray temp file, never a half-written file under the final name.
+    assert all(p.name == "last.ckpt" or (p.name.startswith(".tmp-last.ckpt-") and p.suffix == ".partial")
+               for p in last.parent.iterdir())
     saved = load_checkpoint(last)  # loads: never truncated
     step, epoch = saved["global_step"], saved["epoch"]
     assert step >= 2
