@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._common import (
     BoxesType,
@@ -30,7 +30,7 @@ from ._common import (
     prepare,
     round_half_away,
 )
-from .roi_align import _align_prepared, roi_align  # noqa: F401  (roi_align: docstring example)
+from .roi_align import RoIAlign, _align_prepared, roi_align  # noqa: F401  (roi_align: docstring example)
 
 
 def roi_warp(
@@ -57,26 +57,14 @@ def roi_warp(
     return finish(_align_prepared(p, ph, pw, scale, sampling_ratio, bool(aligned), mode), p)
 
 
-class RoIWarp(nn.Module):
-    """Module form of :func:`roi_warp`: ``RoIWarp(7, 1 / 16, sampling_ratio=2)(features, boxes)``."""
+class RoIWarp(RoIAlign):
+    """Module form of :func:`roi_warp`: ``RoIWarp(7, 1 / 16, sampling_ratio=2)(features, boxes)``.
 
-    def __init__(
-        self, output_size, spatial_scale: float, sampling_ratio: int = -1, aligned: bool = False, mode: str = "avg"
-    ):
-        super().__init__()
-        self.output_size = pair(output_size)
-        self.spatial_scale = check_scale(spatial_scale)
-        self.sampling_ratio = check_sampling_ratio(sampling_ratio)
-        self.aligned = bool(aligned)
-        self.mode = check_mode(mode)
+    Same options (and validation) as :class:`RoIAlign`, because RoIWarp *is* RoIAlign on the
+    snapped box; only the forward differs.
+    """
 
     def forward(self, input: Tensor, boxes: BoxesType) -> Tensor:
         return roi_warp(
             input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned, self.mode
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}"
         )
