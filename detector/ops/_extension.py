@@ -1,6 +1,6 @@
 """Build, load and call the C++ CPU kernels of ``detector.ops`` (built once per source version).
 
-The kernels in ``csrc/`` (RoIAlign max mode, PrRoIPool) are compiled on first use with
+The kernels in ``csrc/`` (RoIAlign avg and max modes, PrRoIPool) are compiled on first use with
 ``torch.utils.cpp_extension.load`` (ninja, ``-O3 -fopenmp``, ``at::parallel_for``) into a
 shared library of plain ``extern "C"`` functions, which :class:`Kernels` calls through
 ``ctypes`` on tensors it allocates and checks. Why not ``TORCH_LIBRARY`` or pybind11:
@@ -34,8 +34,8 @@ from typing import Optional
 import torch
 
 _CSRC = Path(__file__).with_name("csrc")
-_SOURCES = ("align_max.cpp", "prroi_pool.cpp")
-_HEADERS = ("roi_common.h",)
+_SOURCES = ("align_avg.cpp", "align_max.cpp", "prroi_pool.cpp")
+_HEADERS = ("roi_common.h", "align_common.h")
 _NAME = "detector_roi_ops"
 
 
@@ -78,6 +78,10 @@ class Kernels:
         lib.detector_align_max_forward.argtypes += [_DBL, _I64, _INT, _DBL] + err
         lib.detector_align_max_backward.argtypes = [_INT, _PTR, _PTR, _PTR, _INT, _PTR] + [_I64] * 6
         lib.detector_align_max_backward.argtypes += [_DBL, _I64, _INT] + err
+        for fn in ("forward", "backward"):
+            getattr(lib, f"detector_align_avg_{fn}").argtypes = [_INT, _PTR, _PTR, _PTR] + [_I64] * 6
+            getattr(lib, f"detector_align_avg_{fn}").argtypes += [_DBL, _I64, _INT, _DBL] + err
+            getattr(lib, f"detector_align_avg_{fn}").restype = _INT
         lib.detector_prroi_forward.argtypes = [_INT, _PTR, _PTR, _PTR] + [_I64] * 6 + [_DBL] + err
         lib.detector_prroi_backward.argtypes = [_INT] + [_PTR] * 6 + [_I64] * 6 + [_DBL] + err
         for fn in ("grid", "forward", "backward"):
@@ -92,7 +96,7 @@ class Kernels:
             raise RuntimeError(f"detector.ops C++ kernel {fn.__name__}: {error.value.decode(errors='replace')}")
 
     @staticmethod
-    def _check(input: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _check(input: torch.Tensor, rois: torch.Tensor, contiguous: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
         if input.device.type != "cpu" or rois.device.type != "cpu":
             raise ValueError("detector.ops C++ kernels take CPU tensors")
         if input.dtype not in _DTYPE_CODES or rois.dtype != input.dtype:
@@ -101,18 +105,16 @@ class Kernels:
             raise ValueError(
                 f"expected input [N, C, H, W] and rois [K, 5], got {tuple(input.shape)}, {tuple(rois.shape)}"
             )
-        return input.contiguous(), rois.contiguous(), _DTYPE_CODES[input.dtype]
+        return (input.contiguous() if contiguous else input), rois.contiguous(), _DTYPE_CODES[input.dtype]
 
-    def align_max_forward(self, input, rois, scale, ph, pw, sampling_ratio, aligned):
-        """-> (output (K, C, PH, PW), argmax (same shape, int8/int16/int32 sample index, -1 = empty bin))."""
-        input, rois, code = self._check(input, rois)
-        k, (_, c, h, w) = rois.shape[0], input.shape
+    def _align_grid(self, rois, code, scale, ph, pw, sampling_ratio, aligned) -> tuple[int, float]:
+        """-> (most samples in one bin, samples of one channel over all boxes)."""
         most, samples = _I64(0), _DBL(0.0)
         self._call(
             self.lib.detector_align_max_grid,
             code,
             _ptr(rois),
-            k,
+            rois.shape[0],
             ph,
             pw,
             scale,
@@ -121,7 +123,37 @@ class Kernels:
             ctypes.byref(most),
             ctypes.byref(samples),
         )
-        index_bytes = 1 if most.value <= 127 else (2 if most.value <= 32767 else 4)
+        return most.value, samples.value
+
+    def align_avg_forward(self, input, rois, scale, ph, pw, sampling_ratio, aligned):
+        """-> (output (K, C, PH, PW), samples of one channel: the backward's parallel grain)."""
+        input, rois, code = self._check(input, rois, contiguous=False)
+        k, (_, c, h, w) = rois.shape[0], input.shape
+        _, samples = self._align_grid(rois, code, scale, ph, pw, sampling_ratio, aligned)
+        output = input.new_empty((k, c, ph, pw))
+        if output.numel() > 0:
+            nhwc = input.permute(0, 2, 3, 1).contiguous()  # (N, C, H, W) -> (N, H, W, C); free if channels_last
+            self._call(self.lib.detector_align_avg_forward, code, _ptr(nhwc), _ptr(rois), _ptr(output),
+                       k, c, h, w, ph, pw, scale, sampling_ratio, int(aligned), samples)
+        return output, samples
+
+    def align_avg_backward(self, grad, rois, scale, ph, pw, sampling_ratio, aligned, shape, samples):
+        """-> grad_input (N, C, H, W) in channels_last memory for the output gradient ``grad`` (K, C, PH, PW)."""
+        grad, rois, code = self._check(grad, rois, contiguous=False)
+        n, c, h, w = shape
+        grad_nhwc = grad.new_zeros((n, h, w, c))
+        if grad.numel() > 0:
+            g = grad.permute(0, 2, 3, 1).contiguous()  # (K, C, PH, PW) -> (K, PH, PW, C)
+            self._call(self.lib.detector_align_avg_backward, code, _ptr(g), _ptr(rois), _ptr(grad_nhwc),
+                       rois.shape[0], c, h, w, ph, pw, scale, sampling_ratio, int(aligned), samples)
+        return grad_nhwc.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W) view, channels_last strides
+
+    def align_max_forward(self, input, rois, scale, ph, pw, sampling_ratio, aligned):
+        """-> (output (K, C, PH, PW), argmax (same shape, int8/int16/int32 sample index, -1 = empty bin))."""
+        input, rois, code = self._check(input, rois, contiguous=False)  # read through an NHWC copy below
+        k, (_, c, h, w) = rois.shape[0], input.shape
+        most, samples = self._align_grid(rois, code, scale, ph, pw, sampling_ratio, aligned)
+        index_bytes = 1 if most <= 127 else (2 if most <= 32767 else 4)
         output = input.new_empty((k, c, ph, pw))
         argmax = torch.empty((k, c, ph, pw), dtype=_INDEX_DTYPES[index_bytes])
         if output.numel() > 0:
@@ -143,7 +175,7 @@ class Kernels:
                 scale,
                 sampling_ratio,
                 int(aligned),
-                samples.value,
+                samples,
             )
         return output, argmax
 
@@ -239,8 +271,8 @@ def load_extension() -> Optional[Kernels]:
     except Exception as error:  # any build/load failure -> fallback, said once
         warnings.warn(
             "detector.ops: the C++ CPU kernels could not be built or loaded "
-            f"({type(error).__name__}: {str(error).strip()[:300]}); RoIAlign max mode and PrRoIPool "
-            "use the pure-PyTorch path instead (same values, slower).",
+            f"({type(error).__name__}: {str(error).strip()[:300]}); RoIAlign (avg: torchvision's kernel; max) and "
+            "PrRoIPool use the pure-PyTorch path instead (same values, slower).",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -1,4 +1,4 @@
-"""roi_align (avg and max) against the slow reference, torchvision, and across its two max paths."""
+"""roi_align (avg and max) against the slow reference, torchvision, and across the paths of each mode."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ from conftest import BATCH, SCALE
 from roi_reference import as_list, bilinear, list_order, random_rois, roi_align_ref
 
 from detector.ops import RoIAlign, roi_align
+from detector.ops._align_avg import align_avg_cpp, align_avg_torchvision
 from detector.ops._align_max import align_max_cpp, align_max_torch
 from detector.ops._extension import load_extension
 
@@ -132,3 +133,54 @@ def test_module_matches_function_and_repr(feat, rois):
     module = RoIAlign((3, 4), SCALE, sampling_ratio=2, aligned=True, mode="max")
     torch.testing.assert_close(module(feat, rois), roi_align(feat, rois, (3, 4), SCALE, 2, True, "max"))
     assert repr(module) == "RoIAlign(output_size=(3, 4), spatial_scale=0.5, sampling_ratio=2, aligned=True, mode='max')"
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [1, 2, -1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_cpp_kernel_equals_torchvision(dtype, aligned, sampling_ratio, channels_last):
+    """Our CPU avg kernel replaces torchvision's there: forward bit for bit, backward to rounding,
+    on boxes that leave the map, zero-size boxes and both memory layouts."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 20, 20, 24, generator=g, dtype=dtype)  # 20 channels: one full block of 16 and a tail
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.cat([random_rois(g, 3, 20, 24, 0.25, dtype) for _ in range(4)])
+    rois[0, 3], rois[1, 4] = rois[0, 1], rois[1, 2]  # zero width, zero height
+    out_grad = torch.randn(rois.shape[0], 20, 5, 4, generator=g, dtype=dtype)
+    results = []
+    for fn in (align_avg_cpp, align_avg_torchvision):
+        xg = x.clone().requires_grad_(True)
+        out = fn(xg, rois, 5, 4, 0.25, sampling_ratio, aligned)
+        out.backward(out_grad)
+        results.append((out, xg.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)
+
+
+@needs_cpp
+def test_avg_cpp_gradcheck_and_empty():
+    x, boxes = _gradcheck_inputs()
+    assert torch.autograd.gradcheck(lambda t: align_avg_cpp(t, boxes, 2, 3, 0.5, 3, False), (x,))
+    out = align_avg_cpp(x, boxes[:0], 2, 3, 0.5, 2, False)
+    assert out.shape == (0, 2, 2, 3)
+    out.sum().backward()
+    assert x.grad.abs().max() == 0
+
+
+def test_avg_uses_the_cpp_kernel_on_cpu_when_built(monkeypatch, feat, rois):
+    """The dispatch really runs our kernel on the CPU (and torchvision's without the extension)."""
+    import detector.ops._align_avg as avg_module
+
+    calls = []
+    real = avg_module.align_avg_cpp
+    monkeypatch.setattr(avg_module, "align_avg_cpp", lambda *a: calls.append("cpp") or real(*a))
+    roi_align(feat, rois, 2, SCALE, 2, False, "avg")
+    assert calls == (["cpp"] if load_extension() is not None else [])
+    monkeypatch.setattr(avg_module, "load_extension", lambda: None)
+    out = roi_align(feat, rois, 2, SCALE, 2, False, "avg")
+    assert calls == (["cpp"] if load_extension() is not None else [])
+    torch.testing.assert_close(out, roi_align_ref(feat, rois, 2, 2, SCALE, 2, False, "avg"), rtol=1e-10, atol=1e-12)
