@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ._common import BoxesType, Prepared, check_mode, check_sampling_ratio, check_scale, finish, pair, prepare
