@@ -27,6 +27,8 @@ _EXPORTS = {
     "ensure_synthetic_coco": "detector.data.synthetic",
     "SHAPES": "detector.data.shapes",
     "load_rgb": "detector.data.images",
+    "read_header": "detector.data.images",
+    "displayed_size": "detector.data.images",
 }
 
 __all__ = sorted(_EXPORTS)

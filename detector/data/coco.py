@@ -20,11 +20,20 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from detector.data.check import DatasetError, check_coco, load_coco_json
+from detector.data.check import (
+    FULL_CHECK_MAX_IMAGES,
+    DatasetError,
+    Issue,
+    check_coco,
+    check_image_files,
+    load_coco_json,
+)
 from detector.data.images import load_rgb, safe_image_path
 
 # Checker warnings the dataset repeats at construction; "tiny-box" is reported by the loader itself (once).
-_REPEATED_WARNINGS = {"box-outside-image", "duplicate-file-name"}
+_REPEATED_WARNINGS = {"box-outside-image", "duplicate-file-name", "exif-orientation"}
+# Errors that skip_bad_images turns into "leave this image out" (the file, not the annotations, is bad).
+_SKIPPABLE = {"missing-image", "unreadable-image"}
 
 
 class CocoDetection(Dataset):
@@ -32,7 +41,9 @@ class CocoDetection(Dataset):
 
     Each item is ``(image, target)``:
 
-    - ``image``: ``Tensor[3, H, W]`` float32 in [0, 1] (RGB, whatever the file's mode).
+    - ``image``: ``Tensor[3, H, W]`` float32 in [0, 1] (RGB, whatever the file's mode), upright:
+      the file's EXIF orientation is applied (:func:`~detector.data.images.load_rgb` says why),
+      so the annotation file's boxes and ``width``/``height`` are read in the displayed frame.
     - ``target["boxes"]``: ``Tensor[L, 4]`` float32, ``(x1, y1, x2, y2)`` in absolute pixels of
       the returned image.
     - ``target["labels"]``: ``Tensor[L]`` int64 in ``1..num_classes-1`` (0 is background).
@@ -48,8 +59,10 @@ class CocoDetection(Dataset):
     - category ids of any value map to contiguous labels in sorted id order:
       label ``i`` is category id ``category_ids[i - 1]``;
     - ``iscrowd`` annotations are excluded from targets;
-    - boxes are clipped to the image; those under 1 px wide or high after clipping are dropped
-      and counted in one warning per dataset;
+    - boxes are clipped to the image (corners up to 1 px left of / above it, as exports round,
+      and any amount past the right / bottom border, each counted in one warning); those under
+      1 px wide or high after clipping are dropped and counted in one warning per dataset;
+    - segmentations are read (and checked) only when ``masks=True``;
     - images without (remaining) annotations are kept as negatives unless ``drop_empty``.
 
     Args:
@@ -62,6 +75,15 @@ class CocoDetection(Dataset):
         check: run :func:`~detector.data.check.check_coco` first and raise
             :class:`~detector.data.check.DatasetError` (a ``ValueError`` whose text is the
             readable report) when it finds errors.
+        full_check: with ``check``, decode every image completely here (finds truncated files
+            before the first step). None (default): only when the file lists at most
+            :data:`~detector.data.check.FULL_CHECK_MAX_IMAGES` (2000) images; larger folders are
+            checked from headers, and a file that fails to decode later raises a
+            :class:`~detector.data.check.DatasetError` naming it.
+        skip_bad_images: leave out images whose file is missing or cannot be decoded (with one
+            warning listing them) instead of refusing the dataset. Every image is decoded here to
+            find them, whatever the size; ``skipped_image_ids`` lists them. Their annotations are
+            neither trained on nor evaluated.
 
     Example:
         >>> ds = CocoDetection("data/val", "data/annotations/instances_val.json")  # doctest: +SKIP
@@ -76,18 +98,40 @@ class CocoDetection(Dataset):
         masks: bool = False,
         drop_empty: bool = False,
         check: bool = True,
+        full_check: bool | None = None,
+        skip_bad_images: bool = False,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         self.masks = masks
+        self.skip_bad_images = skip_bad_images
         data = load_coco_json(self.annotation_file)
+        records = data.get("images") if isinstance(data.get("images"), list) else []
+        bad: list[Issue] = []
         if check:
-            report = check_coco(self.images_dir, self.annotation_file, data=data)
+            decode = skip_bad_images or (len(records) <= FULL_CHECK_MAX_IMAGES if full_check is None else full_check)
+            report = check_coco(self.images_dir, self.annotation_file, data=data, decode=decode, masks=masks)
+            if skip_bad_images:
+                bad = [i for i in report.issues if i.kind in _SKIPPABLE]
+                report.issues = [i for i in report.issues if i.kind not in _SKIPPABLE]
             if not report.ok:
                 raise DatasetError(report.format(kinds={i.kind for i in report.errors}), report)
             if any(i.kind in _REPEATED_WARNINGS for i in report.warnings):
                 warnings.warn(report.format(max_per_kind=3, kinds=_REPEATED_WARNINGS), stacklevel=2)
+        elif skip_bad_images:
+            usable = [r for r in records if isinstance(r, dict) and "id" in r and "file_name" in r]
+            bad = [i for i in check_image_files(self.images_dir, self.annotation_file.name, usable, decode=True)
+                   if i.kind in _SKIPPABLE]
+        self.skipped_image_ids: list = [i.image_id for i in bad]
+        if bad:
+            listed = "\n".join(f"  image id {i.image_id}: {i.message}" for i in bad[:10])
+            more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            warnings.warn(
+                f"{self.annotation_file}: left out {len(bad)} image(s) whose file is missing or cannot be decoded "
+                f"(skip_bad_images=True); their annotations are neither trained on nor evaluated:\n{listed}{more}",
+                stacklevel=2,
+            )
         self.coco = COCO()
         self.coco.dataset = data
         try:
@@ -104,9 +148,9 @@ class CocoDetection(Dataset):
         self.category_names: list[str] = [str(self.coco.cats[c].get("name", c)) for c in self.category_ids]
         self.category_id_to_label: dict = {c: i + 1 for i, c in enumerate(self.category_ids)}
         self.num_classes = len(self.category_ids) + 1
-        self._index_targets(drop_empty)
+        self._index_targets(drop_empty, exclude=set(self.skipped_image_ids))
 
-    def _index_targets(self, drop_empty: bool) -> None:
+    def _index_targets(self, drop_empty: bool, exclude: set) -> None:
         """Precompute each image's kept boxes, labels and annotation ids (so ``__getitem__`` is cheap)."""
         self.ids: list = []
         self._boxes: dict = {}
@@ -114,6 +158,8 @@ class CocoDetection(Dataset):
         self._ann_ids: dict = {}
         dropped: list = []
         for img_id in sorted(self.coco.imgs):
+            if img_id in exclude:
+                continue
             img = self.coco.imgs[img_id]
             w, h = float(img.get("width", np.inf)), float(img.get("height", np.inf))
             anns = [a for a in self.coco.imgToAnns.get(img_id, [])
@@ -162,9 +208,15 @@ class CocoDetection(Dataset):
         img_id = self.ids[index]
         path = self.image_path(index)
         try:
-            array = load_rgb(path)  # (H, W, 3) uint8
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{self.annotation_file}: image id {img_id}: cannot read {path}: {e}") from None
+            array = load_rgb(path)  # (H, W, 3) uint8, upright
+        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... for broken files
+            raise DatasetError(
+                f"{self.annotation_file}: image id {img_id}: cannot decode {path} ({type(e).__name__}: {e}). Fix: "
+                f"replace or remove the file (`python -m detector.data.check --full --images {self.images_dir} "
+                f"--annotations {self.annotation_file}` lists every such file), or train without such images: "
+                "`--data.skip_bad_images true` (skip_bad_images=True) finds and leaves them out before the first "
+                "epoch, with a warning"
+            ) from None
         h, w = array.shape[:2]
         image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())  # (H, W, 3) -> (3, H, W)
         boxes = np.clip(self._boxes[img_id], 0.0, [w, h, w, h]).astype(np.float32)

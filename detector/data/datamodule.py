@@ -48,6 +48,12 @@ class DetectionDataModule(pl.LightningDataModule):
         masks: also yield instance masks (Mask R-CNN).
         drop_empty: leave images without annotations out of *training* (evaluation keeps all).
         check: run the dataset check in ``setup`` and stop with a readable report on errors.
+        full_check: with ``check``, decode every image in ``setup`` (finds truncated files before
+            the first step). None (default): for each split of at most
+            :data:`~detector.data.check.FULL_CHECK_MAX_IMAGES` (2000) images; larger ones are
+            checked from headers (a file that fails to decode later stops with its path and id).
+        skip_bad_images: leave out images whose file is missing or cannot be decoded, with one
+            warning listing them, instead of stopping (decodes every image in ``setup``).
         hflip_prob, jitter, hue: training augmentation (``jitter`` is brightness, contrast and
             saturation strength); min_size, max_size: optional resize (default none, see
             :mod:`detector.data.transforms`).
@@ -73,6 +79,8 @@ class DetectionDataModule(pl.LightningDataModule):
         masks: bool = False,
         drop_empty: bool = False,
         check: bool = True,
+        full_check: bool | None = None,
+        skip_bad_images: bool = False,
         hflip_prob: float = 0.5,
         jitter: float = 0.2,
         hue: float = 0.0,
@@ -105,6 +113,8 @@ class DetectionDataModule(pl.LightningDataModule):
         self.masks = masks
         self.drop_empty = drop_empty
         self.check = check
+        self.full_check = full_check
+        self.skip_bad_images = skip_bad_images
         self.seed = seed
         self.transform_config = TransformConfig(
             hflip_prob=hflip_prob, brightness=jitter, contrast=jitter, saturation=jitter, hue=hue,
@@ -116,9 +126,10 @@ class DetectionDataModule(pl.LightningDataModule):
             if (images is None) != (annotations is None):
                 raise ValueError(f"give both {split}_images and {split}_annotations, or neither "
                                  f"(got {split}_images={images!r}, {split}_annotations={annotations!r})")
-        if dataset == "coco" and root is None and train_annotations is None:
-            raise ValueError("dataset='coco' needs root (a COCO folder) or train_images/train_annotations "
-                             "and val_images/val_annotations")
+        if dataset == "coco" and root is None and all(a is None for _, a in self._explicit.values()):
+            raise ValueError("dataset='coco' needs root (a COCO folder) or explicit splits: train_images/"
+                             "train_annotations and val_images/val_annotations to train, val_images/"
+                             "val_annotations alone to evaluate")
         self.synthetic_options = dict(num_train=synthetic_train, num_val=synthetic_val, num_test=synthetic_test,
                                       width=synthetic_width, height=synthetic_height, seed=synthetic_seed,
                                       min_object_size=synthetic_min_object_size, max_objects=synthetic_max_objects)
@@ -202,13 +213,16 @@ class DetectionDataModule(pl.LightningDataModule):
     def _build(self, split: str, train: bool) -> CocoDetection:
         images_dir, ann = self.split_paths(split)
         ds = CocoDetection(images_dir, ann, transforms=build_transforms(train, self.transform_config),
-                           masks=self.masks, drop_empty=self.drop_empty and train, check=self.check)
+                           masks=self.masks, drop_empty=self.drop_empty and train, check=self.check,
+                           full_check=self.full_check, skip_bad_images=self.skip_bad_images)
         if self.train_dataset is not None and ds.category_ids != self.train_dataset.category_ids:
             raise DatasetError(
                 f"{ann}: categories {dict(zip(ds.category_ids, ds.category_names))} differ from the training "
                 f"file's {dict(zip(self.train_dataset.category_ids, self.train_dataset.category_names))}; "
                 "fix: give every split the same 'categories' list"
             )
+        if self._categories is None:  # no training split read (evaluation): the table of the file evaluated
+            self._categories = (ds.category_ids, ds.category_names)
         return ds
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,17 +1,26 @@
-"""Image files: safe paths inside an image folder, and decoding anything to 8-bit RGB.
+"""Image files: safe paths inside an image folder, and decoding anything to 8-bit RGB, upright.
 
 User folders hold every kind of file COCO itself never had: grayscale scans, RGBA screenshots,
-palette PNGs, 16-bit microscopy. The detector wants ``uint8`` RGB, so this module decides
-once how each mode becomes RGB (alpha dropped, 16-bit scaled, not truncated).
+palette PNGs, 16-bit microscopy, phone photos stored sideways with an EXIF orientation tag.
+The detector wants ``uint8`` RGB, so this module decides once how each mode becomes RGB (alpha
+dropped, 16-bit scaled, not truncated) and in which frame pixels are read (see
+:func:`load_rgb`). Everything that reads pixels or sizes (the dataset check, the dataset, any
+drawing) goes through :func:`load_rgb` and :func:`read_header`, so they cannot disagree.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+#: EXIF tag 0x0112: how the stored pixels must be turned to be seen upright (1 = as stored).
+EXIF_ORIENTATION_TAG = 0x0112
+#: Orientations 5-8 turn the image by 90 or 270 degrees, so width and height swap.
+SWAPS_WIDTH_AND_HEIGHT = frozenset({5, 6, 7, 8})
 
 
 class UnsafePathError(ValueError):
@@ -69,13 +78,66 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+def exif_orientation(im: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation of an opened image: 1..8, and 1 when the tag is absent or invalid.
+
+    ``header_only`` never decodes pixels: a PNG whose ``eXIf`` chunk follows the pixel data
+    (rare; Pillow and cameras write it first) then reads as 1, and only a decoding check
+    (``--full``) sees its orientation.
+    """
+    if header_only and im.format == "PNG" and "exif" not in im.info:
+        return 1  # Pillow's PNG getexif() would decode the whole image to look further
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a broken EXIF block is no orientation (viewers ignore it too)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``uint8[H, W, 3]`` (see :func:`to_rgb_array` for the mode rules)."""
+    """Read an image file as ``uint8[H, W, 3]``, **upright**: in the frame an image viewer shows.
+
+    The rule: pixels are turned by the file's EXIF orientation tag (``PIL.ImageOps.exif_transpose``),
+    so ``H, W`` and every pixel are those of the *displayed* image. Why this frame and not the
+    raw pixel grid (which pycocotools, OpenCV without flags and torchvision's ``read_image`` use):
+    annotation tools draw on what the browser shows, which is the displayed frame (CVAT, Label
+    Studio, Roboflow, LabelMe export boxes there), and detectron2's ``read_image`` reads the same
+    frame. A box annotated on the upright photo then lands on the same pixels here. Images
+    without the tag (COCO's own, everything synthetic) are unaffected.
+
+    Decoding is complete: a truncated file raises ``OSError`` here, never a half-grey image. See
+    :func:`to_rgb_array` for how each pixel mode becomes RGB.
+    """
     with Image.open(path) as im:
+        im.load()  # decode first: a PNG's eXIf chunk may follow its pixels
+        if exif_orientation(im) != 1:
+            im = ImageOps.exif_transpose(im)  # a new, upright image; orientation-1 files skip the copy
         return to_rgb_array(im)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, without decoding the pixels.
+
+    Attributes:
+        size: ``(width, height)`` as displayed, i.e. of the array :func:`load_rgb` returns.
+        raw_size: ``(width, height)`` of the stored pixel grid (what EXIF-unaware readers see).
+        orientation: the EXIF orientation, 1..8 (1: stored upright, or no tag).
+    """
+
+    size: tuple[int, int]
+    raw_size: tuple[int, int]
+    orientation: int
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """The :class:`ImageHeader` of an image file (raises what PIL raises for a broken header)."""
     with Image.open(path) as im:
-        return im.size
+        w, h = im.size
+        orientation = exif_orientation(im, header_only=True)
+    return ImageHeader((h, w) if orientation in SWAPS_WIDTH_AND_HEIGHT else (w, h), (w, h), orientation)
+
+
+def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of the image as :func:`load_rgb` returns it, from the header only."""
+    return read_header(path).size

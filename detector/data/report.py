@@ -25,28 +25,46 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "unsafe-path": ("error", "file_name points outside the image folder (refused)",
                     "make file_name a path relative to the image folder, without '..' or a leading '/'"),
     "missing-image": ("error", "image file not found",
-                      "put the file at that path, or remove the image and its annotations from the JSON"),
+                      "put the file at that path, or remove the image and its annotations from the JSON; "
+                      "or train without it: `--data.skip_bad_images true` leaves such images out with a warning"),
     "unreadable-image": ("error", "image file cannot be decoded",
-                         "replace the file with a valid JPEG/PNG, or remove the image from the JSON"),
+                         "replace the file with a valid JPEG/PNG (a truncated download: fetch it again), or remove "
+                         "the image from the JSON; or train without it: `--data.skip_bad_images true` leaves such "
+                         "images out with a warning"),
     "size-mismatch": ("error", "stored width/height disagree with the image file",
                       "set the image's 'width' and 'height' in the JSON to the file's real size "
                       "(boxes are in the stored frame, so check them too)"),
+    "exif-size-mismatch": ("error", "stored width/height are the raw size of an EXIF-rotated image",
+                           "images are read upright (EXIF orientation applied, the frame annotation tools draw in). "
+                           "If the boxes were drawn on the upright image (CVAT, Label Studio, Roboflow), swap the "
+                           "image's 'width' and 'height' in the JSON; if they were drawn on the raw pixels (as "
+                           "pycocotools/OpenCV see them), bake the raw frame in and drop the tag, e.g. "
+                           "`exiftool -Orientation= -n FILE` (or re-save the pixels without EXIF)"),
     "unknown-image": ("error", "annotation refers to an image id that is not in 'images'",
-                      "fix the annotation's image_id or delete the annotation"),
+                      "fix the annotation's image_id or delete the annotation; or train anyway with "
+                      "`--data.check false` (the loader ignores such annotations)"),
     "unknown-category": ("error", "annotation refers to a category id that is not in 'categories'",
-                         "add the category to 'categories' or fix the annotation's category_id"),
-    "bad-coordinates": ("error", "negative, NaN, infinite or malformed coordinates",
-                        "boxes are [x, y, width, height] with finite x, y >= 0 and width, height >= 0; "
-                        "polygons are flat lists [x1, y1, x2, y2, ...] of at least 3 finite, non-negative points"),
+                         "add the category to 'categories' or fix the annotation's category_id; or train anyway "
+                         "with `--data.check false` (the loader ignores such annotations)"),
+    "bad-box": ("error", "box has NaN, infinite or malformed values, a negative size, or starts > 1 px outside",
+                "boxes are [x, y, width, height] with finite x, y >= -1 and width, height >= 0; fix the box, or "
+                "train anyway with `--data.check false` (the loader clips boxes to the image and drops those "
+                "under 1 px, NaN included)"),
+    "bad-polygon": ("error", "segmentation polygon has negative, NaN, infinite or malformed values",
+                    "polygons are flat lists [x1, y1, x2, y2, ...] of at least 3 finite points with x, y >= -1; "
+                    "fix or delete the polygon, or train without masks (`--data.masks false` ignores segmentations)"),
     "bad-segmentation": ("error", "segmentation cannot be decoded",
                          "use a list of polygons or an RLE {'size': [height, width], 'counts': ...} "
-                         "whose size equals the image's"),
+                         "whose size equals the image's, or train without masks (`--data.masks false`)"),
     "box-outside-image": ("warning", "box extends past the image border",
                           "nothing to do: the loader clips it to the image (fix the box if that is wrong)"),
     "tiny-box": ("warning", "box is under 1 px wide or high after clipping",
                  "nothing to do: the loader drops it from training targets (fix or delete it if it is an object)"),
     "duplicate-file-name": ("warning", "several images share a file_name",
                             "nothing to do if intended; otherwise give each image its own file"),
+    "exif-orientation": ("warning", "image has an EXIF orientation tag; it is read turned upright",
+                         "nothing to do if the boxes were drawn on the upright image (annotation tools do that); "
+                         "if they were drawn on the raw pixels, drop the tag, e.g. `exiftool -Orientation= -n FILE`"),
 }
 
 
@@ -55,6 +73,7 @@ class Issue:
     kind: str  # a key of KINDS
     where: str  # file and id, e.g. "instances_val.json: annotation id 17"
     message: str
+    image_id: int | None = None  # the image the issue is about, when it is about one image's file
 
     @property
     def severity(self) -> str:

@@ -81,3 +81,34 @@ def png_rgb16(path: Path, rgb16: np.ndarray) -> None:
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16 bits, colour type 2 (RGB)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+# displayed = DISPLAYED_FROM_RAW[o](raw), written from the EXIF spec (independent of Pillow's exif_transpose).
+DISPLAYED_FROM_RAW = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, -1),  # rotated 90 clockwise
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),  # transversed
+    8: lambda a: np.rot90(a, 1),  # rotated 90 counter-clockwise
+}
+RAW_FROM_DISPLAYED = {**{o: DISPLAYED_FROM_RAW[o] for o in (1, 2, 3, 4, 5, 7)},  # involutions
+                      6: lambda a: np.rot90(a, 1), 8: lambda a: np.rot90(a, -1)}
+
+
+def save_with_orientation(path: Path, displayed: np.ndarray, orientation: int, **save_kw) -> np.ndarray:
+    """Store ``displayed`` (``uint8[H, W, 3]``, the upright picture) as raw pixels + EXIF ``orientation``,
+    the way a phone does; returns the raw pixel array written."""
+    raw = np.ascontiguousarray(RAW_FROM_DISPLAYED[orientation](displayed))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(raw).save(path, exif=exif.tobytes(), **save_kw)
+    return raw
+
+
+def truncate(path: Path, keep: float = 0.8) -> None:
+    """Cut a file to ``keep`` of its bytes, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])

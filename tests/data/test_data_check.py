@@ -15,14 +15,14 @@ from detector.data.coco import CocoDetection
 from data_helpers import messy_coco, write_coco
 
 
-def check(tmp_path, mutate=None, images_mutate=None):
+def check(tmp_path, mutate=None, images_mutate=None, **kw):
     data, images = messy_coco()
     if mutate:
         mutate(data)
     if images_mutate:
         images_mutate(images)
     images_dir, ann_file = write_coco(tmp_path, data, images)
-    return check_coco(images_dir, ann_file), images_dir, ann_file
+    return check_coco(images_dir, ann_file, **kw), images_dir, ann_file
 
 
 def only(report, kind):
@@ -95,19 +95,21 @@ def test_annotation_with_unknown_category(tmp_path):
 
 def test_negative_box_coordinate(tmp_path):
     report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][5].update(bbox=[-3, 1, 5, 6]))
-    (issue,) = only(report, "bad-coordinates")
+    (issue,) = only(report, "bad-box")
     assert "annotation id 6" in issue.where and "-3" in issue.message
+    assert "--data.check false" in report.format()  # the fix names the way to train anyway
 
 
 def test_nan_box_coordinate(tmp_path):
     report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][5].update(bbox=[1, math.nan, 5, 6]))
-    (issue,) = only(report, "bad-coordinates")
+    (issue,) = only(report, "bad-box")
     assert "annotation id 6" in issue.where and "nan" in issue.message
 
 
 def test_negative_polygon_coordinate(tmp_path):
-    report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][0].update(segmentation=[[2, 3, -12, 3, 12, 11]]))
-    (issue,) = only(report, "bad-coordinates")
+    report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][0].update(segmentation=[[2, 3, -12, 3, 12, 11]]),
+                         masks=True)
+    (issue,) = only(report, "bad-polygon")
     assert "annotation id 1" in issue.where and "polygon" in issue.message
 
 
@@ -178,3 +180,73 @@ def test_ids_must_be_integers(tmp_path):
     report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][0].update(image_id="10"))
     (issue,) = only(report, "structure")
     assert "annotation id 1" in issue.where and "'image_id'" in issue.message
+
+
+# ---------------------------------------------------------------- truncated files (issue 12, item 6)
+def truncated_jpeg_dataset(tmp_path):
+    """messy_coco with image 30 stored as a JPEG cut to 80% of its bytes: the header reads, the pixels do not."""
+    from data_helpers import truncate
+
+    def to_jpeg(d):
+        d["images"][2]["file_name"] = "c.jpg"
+
+    def jpeg(images):
+        images["c.jpg"] = images.pop("c.png")
+
+    _, images_dir, ann_file = check(tmp_path, mutate=to_jpeg, images_mutate=jpeg)
+    truncate(images_dir / "c.jpg")
+    return images_dir, ann_file
+
+
+def test_truncated_image_passes_headers_but_not_the_full_check(tmp_path):
+    images_dir, ann_file = truncated_jpeg_dataset(tmp_path)
+    assert check_coco(images_dir, ann_file).ok  # headers only: documented, and fast
+    report = check_coco(images_dir, ann_file, decode=True)
+    (issue,) = only(report, "unreadable-image")
+    assert "image id 30" in issue.where and "c.jpg" in issue.message and "decoding failed" in issue.message
+    assert issue.image_id == 30
+    assert "--data.skip_bad_images true" in report.format()
+
+
+def test_cli_full_decodes(tmp_path, capsys):
+    images_dir, ann_file = truncated_jpeg_dataset(tmp_path)
+    args = ["--images", str(images_dir), "--annotations", str(ann_file)]
+    assert main(args) == 0
+    assert "--full decodes every image" in capsys.readouterr().out
+    assert main(args + ["--full"]) == 1
+    out = capsys.readouterr().out
+    assert "image id 30" in out and "c.jpg" in out and "Decoded every image" in out
+
+
+# ------------------------------------------------------------------ too strict (issue 12, item 11)
+def test_sub_pixel_negative_box_is_clipped_with_a_warning(tmp_path):
+    report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][5].update(bbox=[-0.5, -1, 5, 6]))
+    assert report.ok, report.format()
+    (issue,) = [i for i in report.warnings if "annotation id 6" in i.where]
+    assert issue.kind == "box-outside-image" and "left/top border" in issue.message
+
+
+@pytest.mark.parametrize("bbox", [[-1.5, 1, 5, 6], [1, -2, 5, 6], [1, 1, -5, 6]])
+def test_boxes_further_out_or_of_negative_size_are_refused_naming_check_false(tmp_path, bbox):
+    report, _, _ = check(tmp_path, mutate=lambda d: d["annotations"][5].update(bbox=bbox))
+    (issue,) = only(report, "bad-box")
+    assert "annotation id 6" in issue.where
+    assert "`--data.check false`" in report.format()
+
+
+def test_segmentations_are_ignored_without_masks(tmp_path):
+    def degenerate(d):
+        d["annotations"][0]["segmentation"] = [[2, 3, 12, 3]]  # a 4-value "polygon" (a line)
+        d["annotations"][1]["segmentation"] = {"size": [1, 1], "counts": "x"}  # an RLE of the wrong size
+    report, _, _ = check(tmp_path, mutate=degenerate)
+    assert report.ok, report.format()
+    report, _, _ = check(tmp_path / "masks", mutate=degenerate, masks=True)
+    assert {i.kind for i in report.errors} == {"bad-polygon", "bad-segmentation"}
+    assert "4 values" in report.format() and "`--data.masks false`" in report.format()
+
+
+def test_cli_checks_segmentations_with_masks_only(tmp_path, capsys):
+    _, images_dir, ann_file = check(tmp_path, mutate=lambda d: d["annotations"][0].update(segmentation=[[2, 3, 12, 3]]))
+    args = ["--images", str(images_dir), "--annotations", str(ann_file)]
+    assert main(args) == 0 and "Segmentations not checked" in capsys.readouterr().out
+    assert main(args + ["--masks"]) == 1 and "annotation id 1" in capsys.readouterr().out

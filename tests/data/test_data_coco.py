@@ -160,3 +160,75 @@ def test_16_bit_rgb_png_becomes_8_bit_rgb(tmp_path):
     ds, _ = load(images_dir, ann_file)
     image, _ = ds[0]
     np.testing.assert_allclose((image * 255).round().permute(1, 2, 0).numpy(), rgb, atol=1)
+
+
+# ---------------------------------------------------------------- truncated files (issue 12, item 6)
+def truncated(tmp_path):
+    """messy_coco with image 30 as a JPEG cut to 80% of its bytes (the header still reads)."""
+    from data_helpers import truncate
+
+    data, images = messy_coco()
+    data["images"][2]["file_name"] = "c.jpg"
+    images["c.jpg"] = images.pop("c.png")
+    images_dir, ann_file = write_coco(tmp_path, data, images)
+    truncate(images_dir / "c.jpg")
+    return images_dir, ann_file
+
+
+def test_truncated_image_stops_a_small_dataset_when_built(tmp_path):
+    with pytest.raises(ValueError, match=r"(?s)image id 30.*c\.jpg.*decoding failed.*skip_bad_images"):
+        load(*truncated(tmp_path))
+
+
+def test_truncated_image_found_late_names_file_id_and_flag(tmp_path):
+    ds, _ = load(*truncated(tmp_path), full_check=False)  # what a dataset over 2000 images does
+    ds[0]
+    with pytest.raises(ValueError, match=r"image id 30: cannot decode .*c\.jpg.*--full.*--data\.skip_bad_images true"):
+        ds[2]
+
+
+@pytest.mark.parametrize("kw", [{}, {"full_check": False}, {"check": False}])
+def test_skip_bad_images_leaves_them_out_with_one_warning(tmp_path, kw):
+    images_dir, ann_file = truncated(tmp_path)
+    (images_dir / "sub" / "b.png").unlink()  # a missing file is skipped too
+    ds, messages = load(images_dir, ann_file, skip_bad_images=True, **kw)
+    assert ds.ids == [10] and sorted(ds.skipped_image_ids) == [20, 30]
+    (warning,) = [m for m in messages if "left out" in m]
+    assert "left out 2 image(s)" in warning and "image id 30" in warning and "c.jpg" in warning
+    assert "image id 20" in warning
+    ds[0]
+
+
+# ------------------------------------------------------------------ too strict (issue 12, item 11)
+def test_sub_pixel_negative_boxes_are_clipped_with_one_aggregated_warning(tmp_path):
+    data, images = messy_coco()
+    for k in range(5):
+        data["annotations"].append({"id": 100 + k, "image_id": 30, "category_id": 7, "bbox": [-0.5, 2 + k, 6, 4],
+                                    "area": 24, "iscrowd": 0})
+    ds, messages = load(*write_coco(tmp_path, data, images))
+    _, target = ds[2]
+    assert target["boxes"][1:].tolist() == [[0.0, 2.0 + k, 5.5, 6.0 + k] for k in range(5)]
+    (warning,) = [m for m in messages if "past the image border" in m]
+    assert "(7)" in warning and "... and 4 more" in warning  # 5 left + 2 right of messy, 3 listed
+
+
+def test_degenerate_polygons_do_not_matter_without_masks(tmp_path):
+    data, images = messy_coco()
+    data["annotations"][0]["segmentation"] = [[2, 3, 12, 3]]
+    images_dir, ann_file = write_coco(tmp_path, data, images)
+    ds, _ = load(images_dir, ann_file)
+    assert len(ds[0][1]["boxes"]) == 3
+    with pytest.raises(ValueError, match=r"(?s)annotation id 1.*4 values.*--data\.masks false"):
+        load(images_dir, ann_file, masks=True)
+
+
+def test_datasets_over_the_limit_are_checked_from_headers(tmp_path, monkeypatch):
+    import detector.data.coco as coco_module
+
+    images_dir, ann_file = truncated(tmp_path)
+    monkeypatch.setattr(coco_module, "FULL_CHECK_MAX_IMAGES", 2)  # 3 images: over the limit
+    ds, _ = load(images_dir, ann_file)
+    with pytest.raises(ValueError, match="image id 30"):
+        ds[2]
+    with pytest.raises(ValueError, match="image id 30"):
+        load(images_dir, ann_file, full_check=True)

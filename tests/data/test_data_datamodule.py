@@ -135,8 +135,11 @@ def test_arguments_are_yaml_keys():
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DetectionDataModule, "data")
     cfg = parser.parse_args(["--data.dataset", "coco", "--data.root", "/data/coco", "--data.batch_size", "8",
-                             "--data.min_size", "600", "--data.masks", "true"])
+                             "--data.min_size", "600", "--data.masks", "true", "--data.skip_bad_images", "true",
+                             "--data.full_check", "false"])
     assert cfg.data.batch_size == 8 and cfg.data.min_size == 600 and cfg.data.masks is True
+    assert cfg.data.skip_bad_images is True and cfg.data.full_check is False
+    assert parser.parse_args([]).data.full_check is None
     assert cfg.data.synthetic_width == 400 and cfg.data.max_size is None
     with pytest.raises(Exception, match="dataset"):
         parser.parse_args(["--data.dataset", "imagenet"])
@@ -146,3 +149,19 @@ def test_detection_collate_keeps_lists():
     batch = [(torch.zeros(3, 4, 5), {"image_id": 1}), (torch.zeros(3, 6, 7), {"image_id": 2})]
     images, targets = detection_collate(batch)
     assert [i.shape[1] for i in images] == [4, 6] and [t["image_id"] for t in targets] == [1, 2]
+
+
+def test_truncated_image_stops_setup_before_the_first_step(tmp_path, tiny_synthetic):
+    """It used to pass setup and crash the DataLoader when the batch holding it came up."""
+    from data_helpers import truncate
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_synthetic, root)
+    truncate(root / "train" / "000004.png", keep=0.6)
+    dm = from_folder(root)
+    with pytest.raises(DatasetError, match=r"(?s)image id 4.*000004\.png.*decoding failed.*skip_bad_images true"):
+        dm.setup("fit")
+    dm = from_folder(root, skip_bad_images=True, batch_size=6)
+    with pytest.warns(UserWarning, match=r"left out 1 image.*\n  image id 4"):
+        dm.setup("fit")
+    assert sorted(epoch_ids(dm.train_dataloader())) == [1, 2, 3, 5, 6]
