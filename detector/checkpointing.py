@@ -18,6 +18,7 @@ other file gives a ValueError that says what the file is not.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -33,11 +34,19 @@ if TYPE_CHECKING:  # pytorch_lightning is imported lazily: a writer process need
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Create or replace `path` atomically with what `write(file)` writes (see module doc)."""
+    """Create or replace `path` atomically with what `write(file)` writes (see module doc).
+
+    Raises OSError with the original errno (so ``PermissionError`` stays ``PermissionError``)
+    and a message that names the destination, ``cannot write PATH: No space left on device``:
+    the OS's own message for ENOSPC, EROFS, EDQUOT... names no file, or only the temp file.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.path.basename(path)}-", suffix=".partial")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.path.basename(path)}-", suffix=".partial")
+    except OSError as err:
+        raise _naming(path, err) from err
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -45,11 +54,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(err, OSError):
+            raise _naming(path, err) from err
         raise
     _fsync_dir(folder)
+
+
+def _naming(path: str, err: OSError) -> OSError:
+    """`err` as a new OSError of the same errno whose message names `path` (one line)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    message = f"cannot write {path}: {reason}"
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
 
 
 def _umask() -> int:

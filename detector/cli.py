@@ -192,13 +192,23 @@ def main_train(args: Any = None) -> DetectorCLI:
 
 
 class EvaluateCLI(DetectorCLI):
-    """``python evaluate.py CKPT [CKPT ...] --output DIR [--data.* ...] [--trainer.* ...]``.
+    """``python evaluate.py CKPT [CKPT ...] --output DIR [--overwrite true] [--data.* ...] [--trainer.* ...]``.
 
     No model options: each model is rebuilt from its checkpoint's hyperparameters. The
     ``data.*`` defaults are the first checkpoint's datamodule arguments, so with no
-    ``--data`` flag the checkpoint is scored on the validation split it was trained with.
-    Every checkpoint is loaded and checked (`detector.evaluation.checkpoints`) against
-    the others and the data before the first image is read.
+    ``--data`` flag the checkpoint is scored on the validation split it was trained with;
+    only the validation split is read (``--data.val_images``/``--data.val_annotations`` are
+    enough: no training files needed). Before the first image is read, in this order, each
+    ending the run like a parse error (``error: ...``, exit code 2):
+
+    - every checkpoint is loaded and checked (`detector.evaluation.checkpoints`);
+    - ``--output`` must not hold earlier results (unless ``--overwrite true``) and must be
+      writable (`detector.evaluation.output.check_output`);
+    - the categories (ids and names) of the annotation file to be scored must be each
+      checkpoint's; then the dataset is built and checked.
+
+    Only then are earlier results removed (``--overwrite true``). A write that fails at the
+    end (disk full) ends with one line naming the file and exit code 1.
     """
 
     def __init__(self, args: Any = None) -> None:
@@ -218,6 +228,9 @@ class EvaluateCLI(DetectorCLI):
         parser.add_argument("checkpoints", type=str, nargs="+", help="checkpoint files (.ckpt) written by train.py")
         parser.add_argument("--output", type=str, required=True, help="folder for metrics.json and detections.json")
         parser.add_argument("--per_class", type=bool, default=True, help="print per-class AP rows")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="replace the results of an earlier evaluation in --output (by default a folder "
+                                 "holding metrics.json, detections.json or comparison.json is refused)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         from detector.evaluation.checkpoints import load_detector
@@ -233,12 +246,19 @@ class EvaluateCLI(DetectorCLI):
         super().parse_arguments(parser, args)  # second pass: --data.* flags override the checkpoint's
 
     def instantiate_classes(self) -> None:
-        from detector.evaluation.checkpoints import check_against_data
+        from detector.data.check import load_coco_json
+        from detector.evaluation.checkpoints import check_against_annotations, check_against_data
+        from detector.evaluation.output import check_output, clear_results
 
         try:
             self.config_init = self.parser.instantiate_classes(self.config)
             self.datamodule = self.config_init.data
+            check_output(self.config.output, overwrite=self.config.overwrite)
             self.datamodule.prepare_data()
+            annotation_file = self.datamodule.val_annotation_file
+            categories = load_coco_json(annotation_file).get("categories") or []
+            for loaded in self.loaded:
+                check_against_annotations(loaded, annotation_file, categories)
             self.datamodule.setup("validate")
             for loaded in self.loaded:
                 check_against_data(loaded, int(self.datamodule.num_classes), list(self.datamodule.category_ids),
@@ -247,14 +267,21 @@ class EvaluateCLI(DetectorCLI):
             self.parser.error(str(err))
         self.model = self.loaded[0].module
         self.trainer = self.instantiate_trainer()
+        if self.config.overwrite:
+            clear_results(self.config.output)
 
 
 def main_evaluate(args: Any = None) -> dict[str, Any]:
     """Entry point of evaluate.py: evaluate every checkpoint, print, write the files."""
     from detector.evaluation.runner import evaluate_checkpoints
 
+    from detector.evaluation.output import OutputError
+
     cli = EvaluateCLI(args=args)
-    return evaluate_checkpoints(cli.loaded, cli.datamodule, cli.trainer, cli.config.output, cli.config.per_class)
+    try:
+        return evaluate_checkpoints(cli.loaded, cli.datamodule, cli.trainer, cli.config.output, cli.config.per_class)
+    except OutputError as err:  # disk full, read-only: what and where, one line on stderr, exit code 1
+        raise SystemExit(f"evaluate.py: error: {err.strerror}") from None
 
 
 def data_keys(parser: LightningArgumentParser) -> set[str]:

@@ -8,8 +8,10 @@ checkpoint whose weights do not fit the architecture its hyperparameters describ
 backbone, another class count, an edited file) fails here, with the differing parameter
 names and shapes in the message, before any image is read.
 
-`check_against_data` then compares the checkpoint's class count and category table with a
-datamodule's. evaluate.py runs both checks for *every* checkpoint before it evaluates the
+`check_against_annotations` then compares the checkpoint's category table (ids *and* names)
+with the categories of the annotation file that will be scored, read from the JSON before
+the dataset is built; `check_against_data` compares class count and table with the built
+datamodule's. evaluate.py runs these checks for *every* checkpoint before it evaluates the
 first one, so a typo in the fourth of four paths costs seconds, not an evaluation.
 """
 
@@ -128,3 +130,38 @@ def check_against_data(loaded: LoadedDetector, num_classes: int, category_ids: l
         check_categories(loaded.category_ids, loaded.category_names or [], list(category_ids), list(category_names),
                          f"checkpoint {loaded.path!r}")
 
+
+
+def check_against_annotations(loaded: LoadedDetector, annotation_file: str, categories: list[dict[str, Any]]) -> None:
+    """Raise ValueError, listing both tables, unless `categories` (the ``"categories"`` of the
+    annotation file to be scored) are exactly the checkpoint's: same ids, same names.
+
+    Why both: label ``i`` becomes category id ``category_ids[i - 1]`` of the checkpoint's table
+    (the training file's), and COCOeval reports each id's AP under the *scored file's* name.
+    Other ids score the detections as other classes; other names print true numbers under
+    wrong names. Both used to pass silently when only the training file was compared.
+    """
+    in_file = {c.get("id"): str(c.get("name", c.get("id"))) for c in categories}
+    ids, names = list(loaded.category_ids or []), list(loaded.category_names or [])
+    in_checkpoint = dict(zip(ids, names if len(names) == len(ids) else [in_file.get(i) for i in ids]))
+    tables = (f"the checkpoint has {list(in_checkpoint.items()) if loaded.category_ids is not None else '(no table)'}, "
+              f"the file has {list(in_file.items())}")
+    model_classes = int(loaded.hparams["num_classes"])
+    if len(in_file) + 1 != model_classes:
+        raise ValueError(
+            f"{loaded.path!r} was trained for num_classes={model_classes} (background included) but {annotation_file} "
+            f"(the file evaluated) has {len(in_file)} categories ({len(in_file) + 1} classes): {tables}. Evaluate on "
+            "data with the checkpoint's category table (see --data.* options)."
+        )
+    if loaded.category_ids is None or in_checkpoint == in_file:  # without a table only the count can be checked
+        return
+    differences = [f"only in the checkpoint: {sorted((i, n) for i, n in in_checkpoint.items() if i not in in_file)}",
+                   f"only in the file: {sorted((i, n) for i, n in in_file.items() if i not in in_checkpoint)}",
+                   "same id, other name: " + str([(i, in_checkpoint[i], in_file[i]) for i in in_checkpoint
+                                                  if i in in_file and in_checkpoint[i] != in_file[i]])]
+    raise ValueError(
+        f"the categories of {annotation_file} (the file evaluated) do not match those of checkpoint {loaded.path!r} "
+        f"({'; '.join(d for d in differences if not d.endswith('[]'))}): {tables}. Detections would be scored as "
+        "other classes or printed under other names; evaluate on data with the checkpoint's category table "
+        "(same ids, same names)."
+    )

@@ -9,6 +9,11 @@ first checkpoint) and writes the files:
 - several: ``OUTPUT/<label>/metrics.json`` and ``OUTPUT/<label>/detections.json`` per
   checkpoint (labels from `unique_labels`) and ``OUTPUT/comparison.json`` with every
   checkpoint's numbers and their deltas against the first.
+
+The files are written after every checkpoint is evaluated, metrics.json after its
+detections.json (`detector.evaluation.output.write_results`, which raises `OutputError`
+naming the file when the disk is full or read-only). The folder was checked before the
+work (`detector.evaluation.output.check_output`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from detector.evaluation.checkpoints import LoadedDetector
-from detector.evaluation.report import format_table, metrics_document, unique_labels, write_json
+from detector.evaluation.output import COMPARISON, DETECTIONS, METRICS, write_results
+from detector.evaluation.report import format_table, metrics_document, unique_labels
 
 
 def evaluate_checkpoints(
@@ -43,6 +49,7 @@ def evaluate_checkpoints(
         return {}
     labels = unique_labels([item.path for item in loaded]) if len(loaded) > 1 else ["model"]
     documents: dict[str, Any] = {}
+    files: list[tuple[str, Any]] = []  # (path relative to output, JSON object), in writing order
     for label, item, evaluation in zip(labels, loaded, evaluations):
         hp = item.hparams
         doc = metrics_document(
@@ -56,9 +63,8 @@ def evaluate_checkpoints(
             global_step=item.global_step,
             epoch=item.epoch,
         )
-        folder = output if len(loaded) == 1 else os.path.join(output, label)
-        write_json(os.path.join(folder, "detections.json"), evaluation.results)
-        write_json(os.path.join(folder, "metrics.json"), doc)
+        folder = "" if len(loaded) == 1 else label
+        files += [(os.path.join(folder, DETECTIONS), evaluation.results), (os.path.join(folder, METRICS), doc)]
         documents[label] = doc
         step = "?" if item.global_step is None else item.global_step
         print(f"[{label}] {item.path}: {hp['backbone']} stride {hp['stride']}, roi_op={hp['roi_op']}, "
@@ -67,10 +73,12 @@ def evaluate_checkpoints(
     print(format_table(labels, [e.metrics for e in evaluations], per_class=per_class))
     print()
     if len(loaded) > 1:
-        write_json(os.path.join(output, "comparison.json"), comparison_document(labels, documents))
-        print(f"wrote {output}/<label>/metrics.json, detections.json and {output}/comparison.json")
+        files.append((COMPARISON, comparison_document(labels, documents)))
+    write_results(output, files)
+    if len(loaded) > 1:
+        print(f"wrote {output}/<label>/{METRICS}, {DETECTIONS} and {os.path.join(output, COMPARISON)}")
     else:
-        print(f"wrote {os.path.join(output, 'metrics.json')} and {os.path.join(output, 'detections.json')}")
+        print(f"wrote {os.path.join(output, METRICS)} and {os.path.join(output, DETECTIONS)}")
     return documents
 
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from lit_helpers import tiny_module_kwargs
+from lit_helpers import run_script, tiny_module_kwargs
 from pycocotools.cocoeval import COCOeval
 
 from detector.checkpointing import load_checkpoint
@@ -99,7 +99,7 @@ def _other_model(ckpt):
 @pytest.mark.parametrize("edit, match", [
     (_other_architecture, "do not fit the architecture"),
     (_other_class_count, "num_classes=5"),
-    (_other_categories, "categories do not match"),
+    (_other_categories, "do not match"),
     (_other_model, "checkpoint of another model"),
 ])
 def test_bad_checkpoints_fail_before_any_work(edit, match, trained_run, tmp_path, capsys):
@@ -158,3 +158,165 @@ def test_pretrained_start_with_default_norm_keeps_its_architecture(trained_run, 
     loaded = load_detector(_variant(trained_run, tmp_path, "pretrained", pretrained_start))
     assert loaded.module.detector_config.resolved_norm == "frozen_bn"
     assert loaded.module.detector_config.resolved_trainable_layers == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12: categories of the scored file (2), output folder errors (7), no silent overwrite (9),
+# evaluation needs no training files (12).
+
+def _synthetic_folder(data_root):
+    """The tiny synthetic COCO folder the `trained_run` checkpoint was trained on (train/, val/, annotations/)."""
+    from detector.data.synthetic import ensure_synthetic_coco
+
+    return ensure_synthetic_coco(num_train=4, num_val=3, width=96, height=64, cache_dir=data_root, workers=1)
+
+
+def _coco_flags(folder, val_annotations=None, train=True):
+    flags = ["--data.dataset", "coco", "--data.val_images", str(folder / "val"),
+             "--data.val_annotations", str(val_annotations or folder / "annotations" / "instances_val.json")]
+    if train:
+        flags += ["--data.train_images", str(folder / "train"),
+                  "--data.train_annotations", str(folder / "annotations" / "instances_train.json")]
+    return flags
+
+
+def _renamed(categories):
+    for c in categories:
+        c["name"] = f"other_{c['name']}"
+
+
+def _renumbered(categories):
+    for c in categories:
+        c["id"] += 100
+
+
+def _fewer(categories):
+    del categories[-1]
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_renamed, "same id, other name: [(1, 'circle', 'other_circle')"),
+    (_renumbered, "only in the file: [(101, 'circle')"),
+    (_fewer, "num_classes=8 (background included)"),
+])
+def test_val_file_with_other_categories_is_refused_before_any_work(edit, expected, trained_run, data_root, tmp_path,
+                                                                     capsys, monkeypatch):
+    """Item 2: the training file matches the checkpoint, the *scored* val file does not. This used to
+    exit 0 and print per-class AP under the val file's names."""
+    from detector.data import DetectionDataModule
+
+    folder = _synthetic_folder(data_root)
+    val = json.loads((folder / "annotations" / "instances_val.json").read_text())
+    edit(val["categories"])
+    known = {c["id"] for c in val["categories"]}
+    val["annotations"] = [a for a in val["annotations"] if a["category_id"] in known]
+    edited = tmp_path / "instances_val.json"
+    edited.write_text(json.dumps(val))
+    monkeypatch.setattr(DetectionDataModule, "setup", lambda *a, **k: pytest.fail("the dataset was built"))
+    out_dir = tmp_path / "eval"
+    with pytest.raises(SystemExit) as exc:
+        main_evaluate(args=[str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out_dir),
+                            *_coco_flags(folder, edited)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(edited) in err and expected in err
+    assert "the checkpoint has [(1, 'circle'), (2, 'square')" in err and "the file has [" in err  # both lists
+    assert not out_dir.exists()
+
+
+def test_readme_evaluate_flags_need_no_training_files(trained_run, data_root, tmp_path, capsys):
+    """Item 12: ``--data.dataset coco --data.val_images V --data.val_annotations A`` (the README's
+    command) on a checkpoint trained elsewhere (here: on the synthetic data) used to exit 2 asking
+    for the training split."""
+    folder = _synthetic_folder(data_root)
+    out_dir = tmp_path / "eval"
+    docs, printed = _evaluate([str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out_dir),
+                               *_coco_flags(folder, train=False)], capsys)
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics == docs["model"] and metrics["num_images"] == 3
+    assert metrics["annotation_file"] == str(folder / "annotations" / "instances_val.json")
+    assert "bbox AP[circle]" in printed
+
+
+def test_existing_results_are_refused_unless_overwrite(trained_run, tmp_path, capsys):
+    """Item 9: a second evaluation into the same folder used to replace the files silently, and a
+    comparison after a single evaluation left the old metrics.json beside the new label folders."""
+    last, best = str(trained_run / "checkpoints" / "last.ckpt"), str(trained_run / "checkpoints" / "best.ckpt")
+    out_dir = tmp_path / "eval"
+    _evaluate([last, "--output", str(out_dir)], capsys)
+    first = (out_dir / "metrics.json").read_bytes()
+    (out_dir / "notes.txt").write_text("mine")
+    (out_dir / "plots").mkdir()
+    (out_dir / "plots" / "pr.png").write_bytes(b"png")
+
+    with pytest.raises(SystemExit) as exc:
+        main_evaluate(args=[last, "--output", str(out_dir)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and str(out_dir) in err and "--overwrite true" in err and "metrics.json" in err
+    assert (out_dir / "metrics.json").read_bytes() == first
+
+    docs, _ = _evaluate([last, best, "--output", str(out_dir), "--overwrite", "true"], capsys)
+    assert not (out_dir / "metrics.json").exists() and not (out_dir / "detections.json").exists()  # no stale file
+    assert (out_dir / "comparison.json").is_file() and all((out_dir / label / "metrics.json").is_file() for label in docs)
+    assert (out_dir / "notes.txt").read_text() == "mine" and (out_dir / "plots" / "pr.png").is_file()  # the user's
+
+    docs, _ = _evaluate([best, "--output", str(out_dir), "--overwrite", "true"], capsys)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["detections.json", "metrics.json", "notes.txt", "plots"]
+
+
+def test_unwritable_output_fails_before_any_work(trained_run, tmp_path, capsys, monkeypatch):
+    """Item 7: a read-only --output used to fail after the whole evaluation, with a traceback.
+    Tests run as root, where chmod does not stop writes: the read-only file system is simulated
+    (mkstemp raising EROFS in the output check; the real case is the next test's)."""
+    import errno
+    import os
+    import types
+
+    from detector.data import DetectionDataModule
+    from detector.evaluation import output
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(output, "tempfile", types.SimpleNamespace(mkstemp=read_only))
+    monkeypatch.setattr(DetectionDataModule, "setup", lambda *a, **k: pytest.fail("the dataset was built"))
+    out_dir = tmp_path / "ro" / "eval"
+    with pytest.raises(SystemExit) as exc:
+        main_evaluate(args=[str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out_dir)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and str(out_dir) in err and "Read-only file system" in err
+    assert not (tmp_path / "ro").exists()  # the folders made for the probe are gone again
+
+
+def test_output_under_a_file_is_one_line_error_from_the_real_cli(trained_run, tmp_path):
+    """Item 7, the real process: an --output whose parent is a regular file (unwritable even for root)."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    proc = run_script("evaluate.py", [str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(blocker / "eval")],
+                      check=False, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "images" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --output {blocker / 'eval'}: cannot write there ({blocker} is a file, not a folder); "
+        "choose a writable folder")
+
+
+def test_disk_full_while_writing_is_one_line_naming_the_file(trained_run, tmp_path, capsys, monkeypatch):
+    """Item 7: ENOSPC at the end (the probe passed; detections.json did not fit) used to be a
+    traceback naming no file. Simulated: the real `atomic_write` with a write that raises ENOSPC."""
+    import errno
+    import os
+
+    from detector import checkpointing
+    from detector.evaluation import report
+
+    def full_disk(path, data):
+        def write(f):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        checkpointing.atomic_write(path, write)
+
+    monkeypatch.setattr(report, "atomic_write_bytes", full_disk)
+    out_dir = tmp_path / "eval"
+    with pytest.raises(SystemExit) as exc:
+        main_evaluate(args=[str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out_dir)])
+    # SystemExit(str): Python prints the string (one line) on stderr and exits with code 1
+    assert exc.value.code == f"evaluate.py: error: cannot write {out_dir / 'detections.json'}: No space left on device"
+    assert not list(out_dir.iterdir())  # no temp file left behind
