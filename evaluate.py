@@ -7,8 +7,11 @@
     python evaluate.py --help
 
 Checkpoints load with torch.load(weights_only=True); each model is rebuilt from its saved
-hyperparameters and checked against the data before any image is read. Writes
-OUTPUT/metrics.json and OUTPUT/detections.json (see `detector.evaluation.runner`).
+hyperparameters and checked against the data (class count, category ids and names of the
+annotation file scored) before any image is read. Only the validation split is read. Writes
+OUTPUT/metrics.json and OUTPUT/detections.json (see `detector.evaluation.runner`); an OUTPUT
+that already holds results is refused unless ``--overwrite true``, and one that cannot be
+written is refused before the work (see `detector.evaluation.output`).
 """
 
 from detector.cli import main_evaluate
