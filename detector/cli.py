@@ -256,9 +256,10 @@ class EvaluateCLI(DetectorCLI):
             check_output(self.config.output, overwrite=self.config.overwrite)
             self.datamodule.prepare_data()
             annotation_file = self.datamodule.val_annotation_file
-            categories = load_coco_json(annotation_file).get("categories") or []
-            for loaded in self.loaded:
-                check_against_annotations(loaded, annotation_file, categories)
+            categories = load_coco_json(annotation_file).get("categories")
+            if isinstance(categories, list) and all(isinstance(c, dict) for c in categories):
+                for loaded in self.loaded:  # (a malformed list is the dataset check's to report, next)
+                    check_against_annotations(loaded, annotation_file, categories)
             self.datamodule.setup("validate")
             for loaded in self.loaded:
                 check_against_data(loaded, int(self.datamodule.num_classes), list(self.datamodule.category_ids),
@@ -273,9 +274,8 @@ class EvaluateCLI(DetectorCLI):
 
 def main_evaluate(args: Any = None) -> dict[str, Any]:
     """Entry point of evaluate.py: evaluate every checkpoint, print, write the files."""
-    from detector.evaluation.runner import evaluate_checkpoints
-
     from detector.evaluation.output import OutputError
+    from detector.evaluation.runner import evaluate_checkpoints
 
     cli = EvaluateCLI(args=args)
     try:
