@@ -180,7 +180,7 @@ def run_config(shape, scale, sampling, device, repeats, warmup, with_torch_paths
     # the NaN mask and the dtype cast (prepare + finish), timed alone (min over 50 calls), so
     # the claim "dispatch overhead only" does not rest on noisy ratios of two long runs.
     out = torch.empty(NUM_BOXES, shape[1], OUTPUT, OUTPUT, device=device)
-    overhead = min(timed(lambda: finish(out, prepare(x, boxes)), device) for _ in range(50))
+    overhead = min(timed(lambda: finish(out, prepare(x, boxes, scale)), device) for _ in range(50))
     by_name = {r["op"]: r for r in rows}
     for r in rows:
         r["wrapper_overhead_ms"] = 1e3 * overhead

@@ -10,7 +10,13 @@ Both compute ``shared/ROI_OPS.md`` "RoIAlign, mode=avg", which *is*
   ~500 ms step. Ours computes a box's sample positions once for all channels, vectorizes
   over channels on channels-last buffers and splits the backward over channel blocks.
   The forward equals torchvision's exactly; the backward to rounding (tests/ops).
-- Otherwise (CUDA, no compiler): ``torch.ops.torchvision.roi_align`` with its autograd.
+- Otherwise (CUDA, no compiler): ``torch.ops.torchvision.roi_align`` with its autograd
+  (:func:`align_avg_torch`). torchvision does not cap the adaptive grid, so the rare boxes
+  whose grid reaches ``_common.MAX_SAMPLING_GRID`` (only absurd boxes: over 64 cells per
+  bin) are computed on their capped grid instead, as the C++ kernel does: torchvision's
+  RoIAlign with output ``(PH*gh, PW*gw)`` and one sample per cell gives every sample (the
+  same trick as ``_align_max``), and a mean over each ``(gh, gw)`` window gives the bin.
+  Whether any box can get there is known from ``Prepared.extent`` without another sync.
 
 Memory: nothing is saved for the backward but the rois (as torchvision); the backward
 returns its gradient in channels_last memory, the layout the model's convolutions use.
@@ -18,9 +24,12 @@ returns its gradient in channels_last memory, the layout the model's convolution
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from ._common import MAX_SAMPLING_GRID, adaptive_grid_capped, align_grids, grid_chunks
 from ._extension import load_extension
 
 
@@ -53,8 +62,45 @@ def align_avg_cpp(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float, s
 def align_avg_torchvision(
     input: Tensor, rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool
 ) -> Tensor:
-    """torchvision's kernel (any device, its own autograd)."""
+    """torchvision's kernel as it is (any device, its own autograd; adaptive grid not capped)."""
     return torch.ops.torchvision.roi_align(input, rois, scale, ph, pw, sampling_ratio, aligned)
+
+
+def align_avg_torch(
+    input: Tensor,
+    rois: Tensor,
+    ph: int,
+    pw: int,
+    scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    extent: float = math.inf,
+) -> Tensor:
+    """Torch path: torchvision's kernel, with the adaptive grid capped as in C++ (module doc).
+
+    ``extent`` bounds every box side in feature cells (``Prepared.extent``); the default,
+    unknown, checks the boxes' grids (one sync).
+    """
+    if not adaptive_grid_capped(extent, ph, pw, sampling_ratio):
+        return align_avg_torchvision(input, rois, ph, pw, scale, sampling_ratio, aligned)
+    grids = align_grids(rois, ph, pw, scale, sampling_ratio, aligned)
+    special = ((grids >= MAX_SAMPLING_GRID) | (grids == 0)).any(1)  # capped, or no sampling point
+    usual = torch.nonzero(~special).flatten()
+    out = input.new_zeros((rois.shape[0], input.shape[1], ph, pw))
+    if usual.numel() > 0:
+        out = out.index_copy(
+            0, usual, align_avg_torchvision(input, rois[usual], ph, pw, scale, sampling_ratio, aligned)
+        )
+    rare = torch.nonzero(special).flatten()
+    k, c = rois.shape[0], input.shape[1]
+    for gh, gw, sub in grid_chunks(grids[rare], c * ph * pw, max(1 << 18, k * c * ph * pw // 8)):
+        if gh == 0 or gw == 0:
+            continue  # no sampling point: the bin reads 0
+        sub = rare[sub]
+        samples = torch.ops.torchvision.roi_align(input, rois[sub], scale, ph * gh, pw * gw, 1, aligned)
+        # (m, C, PH*gh, PW*gw) -> (m, C, PH, gh, PW, gw) -> mean over each bin's gh x gw samples
+        out = out.index_copy(0, sub, samples.view(sub.numel(), c, ph, gh, pw, gw).mean((3, 5)))
+    return out
 
 
 def use_cpp(input: Tensor) -> bool:
@@ -63,12 +109,19 @@ def use_cpp(input: Tensor) -> bool:
 
 
 def roi_align_avg(
-    input: Tensor, rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool
+    input: Tensor,
+    rois: Tensor,
+    ph: int,
+    pw: int,
+    scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    extent: float = math.inf,
 ) -> Tensor:
-    """Dispatch between the C++ kernel and torchvision's (inputs already checked)."""
+    """Dispatch between the C++ kernel and the torch path (inputs already checked)."""
     if use_cpp(input):
         return align_avg_cpp(input, rois, ph, pw, scale, sampling_ratio, aligned)
-    return align_avg_torchvision(input, rois, ph, pw, scale, sampling_ratio, aligned)
+    return align_avg_torch(input, rois, ph, pw, scale, sampling_ratio, aligned, extent)
 
 
-__all__ = ["roi_align_avg", "align_avg_cpp", "align_avg_torchvision", "use_cpp"]
+__all__ = ["roi_align_avg", "align_avg_cpp", "align_avg_torch", "align_avg_torchvision", "use_cpp"]

@@ -17,6 +17,10 @@ Which path runs (chosen by measurement, ``benchmarks/roi_ops.py``):
   contract asks). With adaptive sampling the grid differs per box, so boxes are grouped by
   distinct ``(gh, gw)`` (a loop over groups, not boxes) and chunked to bound memory; the
   backward reuses torchvision's RoIAlign backward (see :class:`_AlignMaxTorchFunction`).
+
+Both paths cap the adaptive grid at ``_common.MAX_SAMPLING_GRID`` points per bin side
+(``_common.align_grids``, ``kMaxGrid`` in C++), so a box of 1e30 costs at most 64 x 64
+samples per bin.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._common import align_grids, grid_chunks
 from ._extension import load_extension
 
 
@@ -52,33 +57,6 @@ def align_max_cpp(input: Tensor, rois: Tensor, ph: int, pw: int, scale: float, s
     return _AlignMaxFunction.apply(input, rois, ph, pw, scale, sampling_ratio, aligned)
 
 
-def _grid_sizes(rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
-    """Per-box ``(gh, gw)`` as ``Tensor[K, 2]`` (int64), computed as torchvision computes them."""
-    k = rois.shape[0]
-    if sampling_ratio > 0:
-        return torch.full((k, 2), sampling_ratio, dtype=torch.long, device=rois.device)
-    offset = 0.5 if aligned else 0.0
-    coords = rois[:, 1:].detach() * scale - offset  # (K, 4) in the compute dtype, like the kernel
-    size = torch.stack([coords[:, 3] - coords[:, 1], coords[:, 2] - coords[:, 0]], 1)  # (K, 2): rh, rw
-    if not aligned:
-        size = size.clamp(min=1.0)
-    bins = torch.tensor([ph, pw], dtype=size.dtype, device=size.device)
-    # Cap like the C++ kernel: only absurd finite boxes get there.
-    return torch.ceil(size / bins).clamp(min=0, max=1 << 16).long()
-
-
-def _chunks(grids: Tensor, per_sample: int, budget: int):
-    """Yield ``(gh, gw, box indices)``: boxes grouped by grid, chunked so a chunk's sample
-    tensor ``(k, C, PH*gh, PW*gw)`` has at most ``budget`` elements (at least one box)."""
-    if grids.shape[0] == 0:
-        return
-    for gh, gw in torch.unique(grids, dim=0).tolist():
-        idx = torch.nonzero((grids[:, 0] == gh) & (grids[:, 1] == gw)).flatten()
-        step = max(1, budget // max(1, per_sample * gh * gw))
-        for start in range(0, idx.numel(), step):
-            yield gh, gw, idx[start : start + step]
-
-
 def _index_dtype(grids: Tensor) -> torch.dtype:
     most = int((grids[:, 0] * grids[:, 1]).max()) if grids.shape[0] else 0
     return torch.int8 if most <= 127 else (torch.int16 if most <= 32767 else torch.int32)
@@ -99,11 +77,11 @@ class _AlignMaxTorchFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, ph, pw, scale, sampling_ratio, aligned):
         k, c = rois.shape[0], input.shape[1]
-        grids = _grid_sizes(rois, ph, pw, scale, sampling_ratio, aligned)
+        grids = align_grids(rois, ph, pw, scale, sampling_ratio, aligned)
         budget = max(1 << 18, k * c * ph * pw // 8)  # samples per chunk: 1/8 of the output
         out = input.new_zeros((k, c, ph, pw))
         arg = torch.full((k, c, ph, pw), -1, dtype=_index_dtype(grids), device=input.device)
-        for gh, gw, sub in _chunks(grids, c * ph * pw, budget):
+        for gh, gw, sub in grid_chunks(grids, c * ph * pw, budget):
             if gh == 0 or gw == 0:
                 continue  # no sampling point: the bin reads 0
             samples = torch.ops.torchvision.roi_align(input, rois[sub], scale, ph * gh, pw * gw, 1, aligned)
@@ -125,7 +103,7 @@ class _AlignMaxTorchFunction(torch.autograd.Function):
         rois, arg, grids = ctx.saved_tensors
         ph, pw, scale, aligned, (n, c, h, w), budget = ctx.args
         grad_input = grad.new_zeros((n, c, h, w))
-        for gh, gw, sub in _chunks(grids, c * ph * pw, budget):
+        for gh, gw, sub in grid_chunks(grids, c * ph * pw, budget):
             if gh == 0 or gw == 0:
                 continue
             m = sub.numel()

@@ -3,14 +3,31 @@
 Every operator in :mod:`detector.ops` starts the same way: check the feature map, turn
 ``boxes`` (``Tensor[K, 5]`` or ``list[Tensor[L, 4]]``) into one ``Tensor[K, 5]`` of
 ``(batch_index, x1, y1, x2, y2)`` rows, check the batch indices, pick the dtype the
-kernels compute in, and neutralize rows whose coordinates are NaN or infinite.
+kernels compute in, and neutralize rows whose coordinates are NaN or infinite; then
+:func:`run` calls the kernel, unless the feature map is empty.
 
-Why the last step: a NaN that reaches a C/C++ kernel is cast to ``int`` there, which is
+Why neutralize: a NaN that reaches a C/C++ kernel is cast to ``int`` there, which is
 undefined behaviour (crash, garbage, or an endless loop). The contract
 (``shared/ROI_OPS.md``) says such samples read 0, so :func:`prepare` swaps every
 non-finite row for a harmless finite dummy box and hands back a mask; :func:`finish`
 writes 0 into those rows with ``torch.where`` so they also get no gradient. A row with
 any non-finite coordinate reads 0 in every bin (every one of its samples is affected).
+"Non-finite" is judged on the feature map: a coordinate whose ``x * spatial_scale`` lies
+beyond ``finfo(dtype).max / 4`` (8.5e37 in float32) counts as infinite, because the
+kernels' sums of such coordinates (box size, sample positions) overflow to inf and then
+to NaN (``0 * inf``); below that bound every sum stays finite.
+
+Two more inputs that crashed or hung before (issue 12) are stopped here, where every op
+shares the rule:
+
+- An empty feature map (``H == 0`` or ``W == 0``) holds no value, so every bin reads 0:
+  :func:`run` returns zero rows ``(K, C, PH, PW)`` (zero gradient) without calling a
+  kernel, whose bilinear rule would index row ``H - 1 = -1`` (torchvision's RoIAlign
+  segfaults there; its RoIPool returns 0, which this matches).
+- Sampling grids (RoIAlign / RoIWarp) are bounded by :data:`MAX_SAMPLING_GRID` points per
+  bin side: an explicit ``sampling_ratio`` above it is refused, and the adaptive grid
+  ``ceil(bin size)`` is capped at it (:func:`align_grids`), so a box of 1e30 costs at
+  most ``PH*PW*64*64`` samples instead of looping for ever.
 
 Half types (float16 / bfloat16) are computed in float32 and cast back, because the
 kernels accumulate sums and float16 sums of a few hundred samples lose digits. Boxes in
@@ -20,7 +37,7 @@ float32 with half features are accepted (that is what autocast produces).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_align / roi_pool)
@@ -58,9 +75,28 @@ def check_scale(spatial_scale) -> float:
     return scale
 
 
+# Most sampling points per bin side (RoIAlign / RoIWarp), for an explicit sampling_ratio and
+# for the adaptive grid alike; csrc/align_common.h holds the same number (kMaxGrid), and
+# _extension.py refuses a build where they differ. Why 64: realistic grids are 1-4
+# (Mask R-CNN uses 2, detectron2 adaptive), and the cap only changes an adaptive grid
+# ceil(bin size) for bins over 64 feature cells, i.e. boxes over 448 cells with a 7 x 7
+# output (7168 px at stride 16, 1792 px even at stride 4): no box of a real image. 64 x 64
+# = 4096 points per bin keep even an absurd box at ~200k samples per channel for a 7 x 7
+# output, a few milliseconds, where torchvision's uncapped grid for a box of 1e30 never
+# finishes (and casts the grid size to int, undefined behaviour).
+MAX_SAMPLING_GRID = 64
+
+
 def check_sampling_ratio(sampling_ratio) -> int:
+    """An int; ``<= 0`` means adaptive, else at most :data:`MAX_SAMPLING_GRID` points per bin side."""
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise TypeError(f"sampling_ratio must be an int (<= 0 means adaptive), got {sampling_ratio!r}")
+    if sampling_ratio > MAX_SAMPLING_GRID:
+        raise ValueError(
+            f"sampling_ratio {sampling_ratio} is above the limit of {MAX_SAMPLING_GRID} points per bin side "
+            f"({MAX_SAMPLING_GRID}x{MAX_SAMPLING_GRID} per bin); use at most {MAX_SAMPLING_GRID} (2 is usual), "
+            "or -1 for adaptive"
+        )
     return sampling_ratio
 
 
@@ -123,24 +159,30 @@ class Prepared:
     """What a kernel needs: the input and rois in the compute dtype, and the NaN mask."""
 
     input: Tensor  # (N, C, H, W), compute dtype
-    rois: Tensor  # (K, 5), compute dtype, every coordinate finite
+    rois: Tensor  # (K, 5), compute dtype, every coordinate finite (and finite times the scale)
     finite: Optional[Tensor]  # (K,) bool, None when every row was finite
     out_dtype: torch.dtype
+    extent: float = 0.0  # longest side of a finite box, in feature cells (bounds the adaptive grid)
 
 
-def prepare(input: Tensor, boxes: BoxesType) -> Prepared:
+def prepare(input: Tensor, boxes: BoxesType, spatial_scale: float) -> Prepared:
     """Check ``input`` and ``boxes`` and return them ready for a kernel (see module doc)."""
     _check_input(input)
     rois = boxes_to_rois(boxes, input)
     cdtype = compute_dtype(input.dtype)
     x = input.to(cdtype)
     rois = rois.to(cdtype)
-    finite = None
+    finite, extent = None, 0.0
     if rois.shape[0] > 0:
         batch = rois[:, 0]
         bad_batch = ~((batch == torch.floor(batch)) & (batch >= 0) & (batch < input.shape[0]))
-        finite_rows = torch.isfinite(rois[:, 1:]).all(1)
-        any_bad, all_finite = torch.stack([bad_batch.any(), finite_rows.all()]).tolist()  # one sync
+        scaled = rois[:, 1:].detach() * spatial_scale  # (K, 4) on the feature map
+        # False for NaN, +-inf and coordinates whose sums in a kernel would overflow (module doc).
+        finite_rows = (scaled.abs() <= torch.finfo(cdtype).max / 4).all(1)
+        sides = (scaled[:, 2:] - scaled[:, :2]).abs().amax(1)  # (K,) longest side of each box
+        longest = torch.where(finite_rows, sides, torch.zeros_like(sides)).max()
+        flags = torch.stack([bad_batch.any().to(cdtype), finite_rows.all().to(cdtype), longest])
+        any_bad, all_finite, extent = flags.tolist()  # one sync for all three
         if any_bad:
             value = batch[bad_batch][0].item()
             raise ValueError(
@@ -151,7 +193,7 @@ def prepare(input: Tensor, boxes: BoxesType) -> Prepared:
             finite = finite_rows
             coords = torch.where(finite_rows[:, None], rois[:, 1:], torch.zeros_like(rois[:, 1:]))
             rois = torch.cat([rois[:, :1], coords], 1)  # dummy box (0, 0, 0, 0) on bad rows
-    return Prepared(x, rois, finite, input.dtype)
+    return Prepared(x, rois, finite, input.dtype, extent)
 
 
 def finish(out: Tensor, prepared: Prepared) -> Tensor:
@@ -159,6 +201,63 @@ def finish(out: Tensor, prepared: Prepared) -> Tensor:
     if prepared.finite is not None:
         out = torch.where(prepared.finite[:, None, None, None], out, torch.zeros_like(out))
     return out.to(prepared.out_dtype)
+
+
+class _EmptyMap(torch.autograd.Function):
+    """Zero rows ``(K, C, PH, PW)`` for a map with ``H == 0`` or ``W == 0``; zero gradients."""
+
+    @staticmethod
+    def forward(ctx, input, rois, ph, pw):
+        ctx.shapes = (input.shape, rois.shape)
+        return input.new_zeros((rois.shape[0], input.shape[1], ph, pw))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        input_shape, rois_shape = ctx.shapes
+        return grad.new_zeros(input_shape), grad.new_zeros(rois_shape), None, None
+
+
+def run(prepared: Prepared, ph: int, pw: int, kernel: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``finish(kernel(input, rois), prepared)``; an empty map (``H`` or ``W == 0``) reads 0 and
+    never reaches the kernel (module doc)."""
+    x, rois = prepared.input, prepared.rois
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        return finish(_EmptyMap.apply(x, rois, ph, pw), prepared)
+    return finish(kernel(x, rois), prepared)
+
+
+def align_grids(rois: Tensor, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
+    """Per-box RoIAlign sampling grid ``(gh, gw)`` as ``Tensor[K, 2]`` (int64), as the C++ kernels
+    compute it: ``sampling_ratio`` if positive, else ``ceil(bin size)`` (torchvision's rule)
+    clamped to ``[0, MAX_SAMPLING_GRID]``; a NaN size gives 0 (no sampling point)."""
+    k = rois.shape[0]
+    if sampling_ratio > 0:
+        return torch.full((k, 2), sampling_ratio, dtype=torch.long, device=rois.device)
+    offset = 0.5 if aligned else 0.0
+    coords = rois[:, 1:].detach() * scale - offset  # (K, 4) in the compute dtype, like the kernel
+    size = torch.stack([coords[:, 3] - coords[:, 1], coords[:, 2] - coords[:, 0]], 1)  # (K, 2): rh, rw
+    if not aligned:
+        size = size.clamp(min=1.0)
+    bins = torch.tensor([ph, pw], dtype=size.dtype, device=size.device)
+    return torch.ceil(size / bins).nan_to_num(nan=0.0).clamp(min=0, max=MAX_SAMPLING_GRID).long()
+
+
+def adaptive_grid_capped(extent: float, ph: int, pw: int, sampling_ratio: int) -> bool:
+    """Whether some box may reach the adaptive grid's cap (``extent``: longest box side in cells)."""
+    return sampling_ratio <= 0 and not extent < MAX_SAMPLING_GRID * min(ph, pw)
+
+
+def grid_chunks(grids: Tensor, per_sample: int, budget: int) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(gh, gw, box indices)``: boxes grouped by grid, chunked so a chunk's sample
+    tensor ``(k, C, PH*gh, PW*gw)`` has at most ``budget`` elements (at least one box)."""
+    if grids.shape[0] == 0:
+        return
+    for gh, gw in torch.unique(grids, dim=0).tolist():
+        idx = torch.nonzero((grids[:, 0] == gh) & (grids[:, 1] == gw)).flatten()
+        step = max(1, budget // max(1, per_sample * gh * gw))
+        for start in range(0, idx.numel(), step):
+            yield gh, gw, idx[start : start + step]
 
 
 def round_half_away(v: Tensor) -> Tensor:

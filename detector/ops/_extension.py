@@ -33,6 +33,8 @@ from typing import Optional
 
 import torch
 
+from ._common import MAX_SAMPLING_GRID
+
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = ("align_avg.cpp", "align_max.cpp", "prroi_pool.cpp")
 _HEADERS = ("roi_common.h", "align_common.h")
@@ -87,6 +89,12 @@ class Kernels:
         for fn in ("grid", "forward", "backward"):
             getattr(lib, f"detector_align_max_{fn}").restype = _INT
         lib.detector_prroi_forward.restype = lib.detector_prroi_backward.restype = _INT
+        lib.detector_align_grid_limit.argtypes, lib.detector_align_grid_limit.restype = [], _I64
+        if lib.detector_align_grid_limit() != MAX_SAMPLING_GRID:  # one limit, two languages
+            raise RuntimeError(
+                f"csrc kMaxGrid is {lib.detector_align_grid_limit()} but _common.MAX_SAMPLING_GRID is "
+                f"{MAX_SAMPLING_GRID}; make them equal"
+            )
         self.lib = lib
 
     @staticmethod

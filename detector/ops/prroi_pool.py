@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import BoxesType, check_scale, finish, pair, prepare
+from ._common import BoxesType, check_scale, pair, prepare, run
 from ._extension import load_extension
 
 
@@ -180,16 +180,14 @@ def prroi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: floa
         spatial_scale (float): image -> feature coordinates, ``1 / stride``.
 
     Returns:
-        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0, and
+        so is every row on an empty map (``H`` or ``W == 0``).
     """
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
-    p = prepare(input, boxes)
-    if use_cpp(p.input):
-        out = prroi_cpp(p.input, p.rois, ph, pw, scale)
-    else:
-        out = prroi_torch(p.input, p.rois, ph, pw, scale)
-    return finish(out, p)
+    p = prepare(input, boxes, scale)
+    kernel = prroi_cpp if use_cpp(p.input) else prroi_torch
+    return run(p, ph, pw, lambda x, r: kernel(x, r, ph, pw, scale))
 
 
 class PrRoIPool(nn.Module):

@@ -30,20 +30,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import BoxesType, Prepared, check_mode, check_sampling_ratio, check_scale, finish, pair, prepare
+from ._common import BoxesType, check_mode, check_sampling_ratio, check_scale, pair, prepare, run
 
 
-def _align_prepared(
-    p: Prepared, ph: int, pw: int, scale: float, sampling_ratio: int, aligned: bool, mode: str
+def _align_checked(
+    x: Tensor,
+    rois: Tensor,
+    ph: int,
+    pw: int,
+    scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    mode: str,
+    extent: float,
 ) -> Tensor:
-    """RoIAlign on already checked input/rois (shared with :func:`roi_warp`)."""
+    """RoIAlign on already checked input/rois (shared with :func:`roi_warp`); ``extent``
+    bounds every box side in feature cells (``Prepared.extent``)."""
     if mode == "avg":
         from ._align_avg import roi_align_avg
 
-        return roi_align_avg(p.input, p.rois, ph, pw, scale, sampling_ratio, aligned)
+        return roi_align_avg(x, rois, ph, pw, scale, sampling_ratio, aligned, extent)
     from ._align_max import roi_align_max
 
-    return roi_align_max(p.input, p.rois, ph, pw, scale, sampling_ratio, aligned)
+    return roi_align_max(x, rois, ph, pw, scale, sampling_ratio, aligned)
 
 
 def roi_align(
@@ -63,20 +72,27 @@ def roi_align(
             one ``(x1, y1, x2, y2)`` tensor per image, in image coordinates.
         output_size (int or (PH, PW)): bins per box.
         spatial_scale (float): image -> feature coordinates, ``1 / stride``.
-        sampling_ratio (int): points per bin along each axis; ``<= 0`` means adaptive,
-            ``ceil(bin_size)`` per box.
+        sampling_ratio (int): points per bin along each axis, at most 64 (``ValueError`` above);
+            ``<= 0`` means adaptive, ``ceil(bin_size)`` per box, capped at 64. The cap
+            (``_common.MAX_SAMPLING_GRID``) only touches bins over 64 feature cells (with a
+            7 x 7 output, boxes over 448 cells: 7168 px at stride 16), where 4096 points per
+            bin still average it finely; torchvision has no cap and never finishes on a box
+            of 1e30.
         aligned (bool): shift the box by -0.5 cell (pixel-centre alignment).
         mode (str): ``"avg"`` or ``"max"`` over a bin's points.
 
     Returns:
-        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0, and
+        so is every row on an empty map (``H`` or ``W == 0``).
     """
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
     sampling_ratio = check_sampling_ratio(sampling_ratio)
     check_mode(mode)
-    p = prepare(input, boxes)
-    return finish(_align_prepared(p, ph, pw, scale, sampling_ratio, bool(aligned), mode), p)
+    p = prepare(input, boxes, scale)
+    return run(
+        p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, scale, sampling_ratio, bool(aligned), mode, p.extent)
+    )
 
 
 class RoIAlign(nn.Module):

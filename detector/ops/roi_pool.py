@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import BoxesType, check_scale, finish, pair, prepare
+from ._common import BoxesType, check_scale, pair, prepare, run
 
 
 def roi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float = 1.0) -> Tensor:
@@ -37,13 +37,13 @@ def roi_pool(input: Tensor, boxes: BoxesType, output_size, spatial_scale: float 
         spatial_scale (float): image -> feature coordinates, ``1 / stride``.
 
     Returns:
-        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0, and
+        so is every row on an empty map (``H`` or ``W == 0``).
     """
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
-    p = prepare(input, boxes)
-    out, _argmax = torch.ops.torchvision.roi_pool(p.input, p.rois, scale, ph, pw)
-    return finish(out, p)
+    p = prepare(input, boxes, scale)
+    return run(p, ph, pw, lambda x, r: torch.ops.torchvision.roi_pool(x, r, scale, ph, pw)[0])
 
 
 class RoIPool(nn.Module):

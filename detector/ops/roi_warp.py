@@ -2,7 +2,9 @@
 
 Each coordinate becomes ``round(v * s) / s`` (half away from zero, like C's ``round``;
 ``torch.round`` would round halves to even), then everything is :func:`roi_align` with the
-same ``sampling_ratio``, ``aligned`` and ``mode``. Comparing RoIWarp with RoIAlign isolates
+same ``sampling_ratio``, ``aligned`` and ``mode``. The kernel gets the snapped box in
+feature coordinates, ``round(v * s)`` with scale 1: the same box without a round trip
+through ``/ s``, which could overflow for a tiny ``s``. Comparing RoIWarp with RoIAlign isolates
 the effect of *alignment*; comparing it with RoIPool isolates *bilinear sampling*.
 
 Example:
@@ -20,17 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import (
-    BoxesType,
-    check_mode,
-    check_sampling_ratio,
-    check_scale,
-    finish,
-    pair,
-    prepare,
-    round_half_away,
-)
-from .roi_align import RoIAlign, _align_prepared, roi_align  # noqa: F401  (roi_align: docstring example)
+from ._common import BoxesType, check_mode, check_sampling_ratio, check_scale, pair, prepare, round_half_away, run
+from .roi_align import RoIAlign, _align_checked, roi_align  # noqa: F401  (roi_align: docstring example)
 
 
 def roi_warp(
@@ -42,19 +35,22 @@ def roi_warp(
     aligned: bool = False,
     mode: str = "avg",
 ) -> Tensor:
-    """RoIAlign on boxes snapped to the feature grid. Arguments as :func:`roi_align`.
+    """RoIAlign on boxes snapped to the feature grid. Arguments as :func:`roi_align`
+    (``sampling_ratio`` at most 64, adaptive grid capped at 64 per bin side).
 
     Returns:
-        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0.
+        Tensor[K, C, PH, PW] in the input's dtype; rows of boxes with NaN/inf are 0, and
+        so is every row on an empty map (``H`` or ``W == 0``).
     """
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
     sampling_ratio = check_sampling_ratio(sampling_ratio)
     check_mode(mode)
-    p = prepare(input, boxes)
-    snapped = round_half_away(p.rois[:, 1:] * scale) / scale  # (K, 4) on grid lines
+    p = prepare(input, boxes, scale)
+    snapped = round_half_away(p.rois[:, 1:] * scale)  # (K, 4) grid lines, in feature cells
     p.rois = torch.cat([p.rois[:, :1], snapped], 1)
-    return finish(_align_prepared(p, ph, pw, scale, sampling_ratio, bool(aligned), mode), p)
+    extent = p.extent + 1  # snapping moves each side by at most one cell
+    return run(p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, 1.0, sampling_ratio, bool(aligned), mode, extent))
 
 
 class RoIWarp(RoIAlign):

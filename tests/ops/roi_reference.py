@@ -6,6 +6,10 @@ point is that a reader can check each line against the contract. The production 
 
 Non-finite coordinates: a box with any NaN/inf coordinate reads 0 in every bin (the
 contract's "the affected samples read as 0", applied to the whole box).
+
+The adaptive RoIAlign grid is capped at ``MAX_GRID`` points per bin side, as the ops'
+docstrings restate (``detector.ops._common.MAX_SAMPLING_GRID``; issue 12): only bins over
+64 feature cells are affected.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import math
 
 import torch
 from torch import Tensor
+
+
+MAX_GRID = 64  # most sampling points per bin side (the ops' documented cap)
 
 
 def round_half_away(v: float) -> int:
@@ -92,8 +99,8 @@ def roi_align_ref(
         if not aligned:
             rw, rh = max(rw, 1.0), max(rh, 1.0)
         bw, bh = rw / pw_n, rh / ph_n
-        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(rh / ph_n)
-        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw_n)
+        gh = sampling_ratio if sampling_ratio > 0 else min(math.ceil(rh / ph_n), MAX_GRID)
+        gw = sampling_ratio if sampling_ratio > 0 else min(math.ceil(rw / pw_n), MAX_GRID)
         for ph in range(ph_n):
             for pw in range(pw_n):
                 if gh <= 0 or gw <= 0:

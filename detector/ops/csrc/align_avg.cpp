@@ -123,6 +123,7 @@ int detector_align_avg_forward(int dtype, const void* input_nhwc, const void* ro
                                int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW, double scale,
                                int64_t sampling_ratio, int aligned, double samples, char* error, int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_align_args(K, C, H, W, PH, PW, sampling_ratio);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       forward_impl<T>(static_cast<const T*>(input_nhwc), static_cast<const T*>(rois), static_cast<T*>(output), K, C,
@@ -136,6 +137,7 @@ int detector_align_avg_backward(int dtype, const void* grad_nhwc, const void* ro
                                 int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW, double scale,
                                 int64_t sampling_ratio, int aligned, double samples, char* error, int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_align_args(K, C, H, W, PH, PW, sampling_ratio);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       backward_impl<T>(static_cast<const T*>(grad_nhwc), static_cast<const T*>(rois),

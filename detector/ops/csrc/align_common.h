@@ -10,8 +10,21 @@
 
 namespace detector_ops {
 
-// Largest sampling grid per axis; only absurd finite boxes reach it (keeps int casts defined).
-constexpr int64_t kMaxGrid = 1 << 16;
+// Most sampling points per bin side, for an explicit sampling_ratio (refused above it) and
+// for the adaptive grid ceil(bin size) (capped at it). Python's _common.MAX_SAMPLING_GRID
+// holds the same number (why 64: see there); _extension.py checks they agree through
+// detector_align_grid_limit(). Only absurd boxes (bins over 64 feature cells) reach the cap,
+// which bounds the work per bin where torchvision's grid for a box of 1e30 never finishes.
+constexpr int64_t kMaxGrid = 64;
+
+// check_sizes (roi_common.h) plus a sampling ratio of at most kMaxGrid.
+inline void check_align_args(int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                             int64_t sampling_ratio) {
+  check_sizes(K, C, H, W, PH, PW);
+  if (sampling_ratio > kMaxGrid)
+    throw std::invalid_argument("detector_ops: sampling_ratio " + std::to_string(sampling_ratio) +
+                                " is above the limit of " + std::to_string(kMaxGrid) + " points per bin side");
+}
 
 template <typename T>
 struct AlignBox {

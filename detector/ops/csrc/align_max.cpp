@@ -147,12 +147,16 @@ using namespace detector_ops;
 
 extern "C" {
 
+// kMaxGrid, for _extension.py to check against Python's _common.MAX_SAMPLING_GRID.
+int64_t detector_align_grid_limit() { return kMaxGrid; }
+
 // Largest number of samples in one bin over all boxes (sizes the arg-max dtype); writes
 // the total number of samples of one channel to *samples (sizes the parallel grain).
 int detector_align_max_grid(int dtype, const void* rois, int64_t K, int64_t PH, int64_t PW, double scale,
                             int64_t sampling_ratio, int aligned, int64_t* most, double* samples, char* error,
                             int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_align_args(K, 0, 0, 0, PH, PW, sampling_ratio);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       const T* r = static_cast<const T*>(rois);
@@ -174,6 +178,7 @@ int detector_align_max_forward(int dtype, const void* input_nhwc, const void* ro
                                double scale, int64_t sampling_ratio, int aligned, double samples, char* error,
                                int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_align_args(K, C, H, W, PH, PW, sampling_ratio);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       dispatch_index(index_bytes, [&](auto* index_tag) {
@@ -191,6 +196,7 @@ int detector_align_max_backward(int dtype, const void* grad, const void* rois, c
                                 void* grad_input, int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
                                 double scale, int64_t sampling_ratio, int aligned, char* error, int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_align_args(K, C, H, W, PH, PW, sampling_ratio);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       dispatch_index(index_bytes, [&](auto* index_tag) {

@@ -288,6 +288,7 @@ int detector_prroi_forward(int dtype, const void* input, const void* rois, void*
                            int64_t H, int64_t W, int64_t PH, int64_t PW, double scale, char* error,
                            int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_sizes(K, C, H, W, PH, PW);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       const PrTables<T> t = build_tables<T>(static_cast<const T*>(rois), K, H, W, PH, PW, scale);
@@ -302,6 +303,7 @@ int detector_prroi_backward(int dtype, const void* grad, const void* input, cons
                             void* grad_input, void* grad_rois, int64_t K, int64_t C, int64_t H, int64_t W,
                             int64_t PH, int64_t PW, double scale, char* error, int64_t error_len) {
   return guarded(error, error_len, [&] {
+    check_sizes(K, C, H, W, PH, PW);
     dispatch_float(dtype, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       const PrTables<T> t = build_tables<T>(static_cast<const T*>(rois), K, H, W, PH, PW, scale);

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace detector_ops {
@@ -33,6 +34,18 @@ inline int64_t clamped_ceil(T v, int64_t lo, int64_t hi) {
   if (!(v >= static_cast<T>(lo))) return lo;
   if (v >= static_cast<T>(hi)) return hi;
   return static_cast<int64_t>(std::ceil(v));
+}
+
+// Preconditions of every kernel (the Python side guarantees them; checked again so that no
+// direct call can read outside the map): non-negative sizes, positive output sizes, and a
+// non-empty map when there is anything to compute (the bilinear rule reads row H - 1;
+// detector/ops/_common.py returns zero rows for an empty map without calling a kernel).
+inline void check_sizes(int64_t K, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW) {
+  if (K < 0 || C < 0 || H < 0 || W < 0) throw std::invalid_argument("detector_ops: negative size");
+  if (PH <= 0 || PW <= 0) throw std::invalid_argument("detector_ops: output size must be positive");
+  if (K > 0 && C > 0 && (H == 0 || W == 0))
+    throw std::invalid_argument("detector_ops: empty feature map (H = " + std::to_string(H) +
+                                ", W = " + std::to_string(W) + "); the Python side returns zero rows");
 }
 
 // Grain for at::parallel_for over `items` tasks that together do about `work` inner-loop
