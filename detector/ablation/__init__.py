@@ -11,7 +11,7 @@ from .results import METRICS, write_results
 from .runs import RunDir, RunSpec
 from .variants import DEFAULT_VARIANTS, Variant, parse_variant
 
-__all__ = ["DEFAULT_VARIANTS", "METRICS", "RunDir", "RunSpec", "Variant", "parse_variant", "write_results", "main"]
+__all__ = ["DEFAULT_VARIANTS", "METRICS", "RunDir", "RunSpec", "Variant", "main", "parse_variant", "write_results"]
 
 
 def main(argv=None):

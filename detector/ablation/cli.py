@@ -11,8 +11,10 @@ command skips finished runs and resumes interrupted ones. ``--trainer.* --model.
 flags go to every run unchanged (so every variant sees identical data and schedule).
 Results: ``DIR/results.{csv,json,md}``, ``DIR/runs.csv`` and ``DIR/ablation.png``
 (see :mod:`detector.ablation.results` for the table's columns and the spread rule); the
-results name the command and the machine. One ablation at a time per folder
-(``DIR/.ablation.lock``); ``--dry-run`` shows what a rerun would do.
+results name the command and the machine. One ablation at a time per folder (an OS lock on
+``DIR/.ablation.lock``, see :mod:`detector.ablation.lock`); ``--dry-run`` shows what a rerun would do.
+A run counts only once its final checkpoint has reached the whole schedule (see
+:mod:`detector.ablation.progress`): an interrupted training is resumed, never tabulated.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from .lock import AblationLock
 from .results import write_results
 from .runner import Commands, RunFailed, execute, split_overrides
 from .runs import RunDir, RunSpec
@@ -94,39 +97,6 @@ def machine() -> str:
     return f"{cpu}, {cores} usable cores, {gpu}; {platform.system()} {platform.release()}, Python {platform.python_version()}, {sw}"
 
 
-class AblationLock:
-    """``DIR/.ablation.lock`` holding our pid: two ablations writing one folder would train the
-    same runs twice and interleave their files. A lock whose pid is gone (kill -9) is taken over."""
-
-    def __init__(self, out: Path):
-        self.path = out / ".ablation.lock"
-
-    def __enter__(self):
-        import os
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                    os.kill(pid, 0)
-                except (ValueError, ProcessLookupError, OSError):
-                    self.path.unlink(missing_ok=True)  # stale: its ablation is dead
-                    continue
-                raise ValueError(f"another ablation (pid {pid}) is running in {self.path.parent}; wait for it, "
-                                 f"or delete {self.path} if that process is not an ablation") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise ValueError(f"cannot take the lock {self.path}")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        return False
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (``kill``, a job scheduler's stop) unwinds like Ctrl-C, so the runner stops its
@@ -163,9 +133,10 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     if args.dry_run:
         for spec in specs:
             run = RunDir(args.out, spec)
-            state = ("complete" if run.is_complete() else "trained" if run.training_done()
+            rec, problem = run.check_record()
+            state = ("complete" if rec else "trained" if run.training_done()
                      else f"resume from {run.latest_checkpoint()}" if run.latest_checkpoint() else "new")
-            echo(f"{spec.name}: {state}")
+            echo(f"{spec.name}: {state}" + (f" (run.json not counted: {problem})" if problem else ""))
         return {"plan": [s.name for s in specs]}
     commands = commands or Commands()
     failures: list[str] = []

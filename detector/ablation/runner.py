@@ -5,18 +5,25 @@ Each stage is a subprocess (``python train.py fit ...``, ``python evaluate.py CK
 ablation measures the shipped CLI and a crash in one run cannot corrupt the others. Every
 stage is skipped when its output already exists (see :mod:`.runs`), training resumes from
 the newest checkpoint with ``--ckpt_path``, and ``run.json`` is written last.
+
+Training is done only when train.py exited 0 *and* its final checkpoint has reached the
+whole schedule (:mod:`.progress`); otherwise the run fails with the step it reached and a
+rerun resumes it. Evaluation and timing outputs are reused only for the same checkpoint at
+the same step, so a resumed run is never scored with its interrupted weights.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import RunDir, read_json, write_json_atomic
+from .progress import training_progress
+from .runs import EVAL_STAMP_FIELDS, TIMING_FIELDS, RunDir, read_checked, read_json, warn_file, write_json_atomic
 
 #: Flags the ablation sets per run; passing them through would break the design.
 RESERVED_FLAGS = {
@@ -113,16 +120,34 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
-def _fail(run: RunDir, stage: str, rc: int, log: Path) -> RunFailed:
-    return RunFailed(f"run {run.spec.name}: {stage} exited with code {rc}; see {log}\n"
+def exit_reason(rc: int) -> str:
+    """``"code 143 (stopped by SIGTERM)"``: shells report a signal as 128+N, Popen as -N."""
+    signum = -rc if rc < 0 else rc - 128 if 128 < rc < 160 else None
+    try:
+        return f"code {rc} (stopped by {signal.Signals(signum).name})" if signum else f"code {rc}"
+    except ValueError:
+        return f"code {rc}"
+
+
+def _fail(run: RunDir, stage: str, rc: int, log: Path, hint: str = "") -> RunFailed:
+    return RunFailed(f"run {run.spec.name}: {stage} exited with {exit_reason(rc)}{hint}; see {log}\n"
                      f"--- last lines of {log.name} ---\n{_tail(log)}")
 
 
 def train(run: RunDir, config_args: list[str], overrides: list[str], commands: Commands, echo=print) -> dict:
-    """Train (or resume) until ``train.json`` exists; return its content."""
+    """Train (or resume) until the schedule is done; return train.json's content.
+
+    train.json is trusted only with a final checkpoint that passes `training_progress`: a
+    train.json whose checkpoint stopped early (written by an older ablation after a SIGTERM
+    that train.py reported as success) is discarded and the training resumed.
+    """
     done = run.training_done()
     if done:
-        return done
+        progress = training_progress(done["checkpoint"], run.train_dir)
+        if progress.complete:
+            return {**done, "verified": progress.stamp()}
+        warn_file(run.train_marker, f"its checkpoint is at {progress.describe()}", "resuming the training")
+        run.train_marker.unlink(missing_ok=True)
     spec = run.spec
     resume = run.latest_checkpoint()
     cmd = [*commands.train, "fit", *config_args, *overrides, *spec.variant.train_flags(),
@@ -135,25 +160,41 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
     rc = _run_logged(cmd, run.train_log, "train")
     run.log_attempt("end", returncode=rc)
     if rc != 0:
-        raise _fail(run, "training", rc, run.train_log)
+        raise _fail(run, "training", rc, run.train_log, "; rerun the same command to resume it")
     final = run.latest_checkpoint()
     if final is None:
         raise RunFailed(f"run {spec.name}: training exited 0 but wrote no checkpoint under {run.train_dir}; "
                         "the base config must keep checkpointing enabled (ModelCheckpoint, save_last: true)")
+    progress = training_progress(final, run.train_dir)
+    if not progress.complete:
+        raise RunFailed(f"run {spec.name}: training exited 0 but its final checkpoint {final} is at "
+                        f"{progress.describe()}: not counted; rerun the same command to resume it "
+                        f"(log: {run.train_log})")
     attempts = run.attempts()
     rec = {"returncode": 0, "checkpoint": str(final), "train_time_s": run.train_seconds(),
            "attempts": len(attempts), "resumed": sum(a["resumed_from"] is not None for a in attempts),
-           "command": cmd}
+           "command": cmd, "verified": progress.stamp()}
     write_json_atomic(run.train_marker, rec)
     return rec
 
 
-def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Commands, echo=print) -> tuple[dict, float]:
-    """Evaluate ``checkpoint`` into ``eval/`` unless its metrics exist; return (metrics, seconds)."""
+def _metrics_of(run: RunDir, global_step: int) -> dict | None:
+    """eval/metrics.json if it holds bbox metrics of the checkpoint at ``global_step``."""
     metrics = read_json(run.metrics_file)
-    stamp = read_json(run.path / "eval.json") or {}
-    if isinstance(metrics, dict) and stamp.get("checkpoint") == checkpoint:
-        return metrics, float(stamp.get("eval_time_s", float("nan")))
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("bbox"), dict):
+        return None
+    return metrics if metrics.get("global_step") in (global_step, None) else None
+
+
+def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Commands, global_step: int,
+             echo=print) -> tuple[dict, float | None]:
+    """Evaluate ``checkpoint`` (at ``global_step``) into ``eval/`` unless its metrics exist;
+    return (metrics, seconds)."""
+    metrics = _metrics_of(run, global_step)
+    stamp = read_checked(run.path / "eval.json", EVAL_STAMP_FIELDS, "evaluating again")
+    if metrics is not None and stamp is not None and stamp["checkpoint"] == checkpoint \
+            and stamp.get("global_step") == global_step:
+        return metrics, stamp["eval_time_s"]
     cmd = [*commands.evaluate, checkpoint, "--output", str(run.eval_dir), *eval_flags]
     echo(f"[{run.spec.name}] evaluating {checkpoint}")
     t0 = time.time()
@@ -161,20 +202,23 @@ def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Comm
     seconds = time.time() - t0
     if rc != 0:
         raise _fail(run, "evaluation", rc, run.eval_log)
-    metrics = read_json(run.metrics_file)
-    if not isinstance(metrics, dict) or "bbox" not in metrics:
-        raise RunFailed(f"run {run.spec.name}: evaluate.py wrote no bbox metrics to {run.metrics_file}")
-    write_json_atomic(run.path / "eval.json", {"checkpoint": checkpoint, "eval_time_s": seconds})
+    metrics = _metrics_of(run, global_step)
+    if metrics is None:
+        raise RunFailed(f"run {run.spec.name}: evaluate.py wrote no bbox metrics of step {global_step} to "
+                        f"{run.metrics_file}")
+    write_json_atomic(run.path / "eval.json", {"checkpoint": checkpoint, "global_step": global_step,
+                                               "eval_time_s": seconds})
     return metrics, seconds
 
 
 def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[str], commands: Commands,
-                   echo=print) -> dict:
-    """Inference timing into ``timing.json`` unless present for this checkpoint (0 images: skip)."""
+                   global_step: int, echo=print) -> dict:
+    """Inference timing into ``timing.json`` unless present for this checkpoint at ``global_step``
+    (0 images: skip)."""
     if images <= 0:
         return {}
-    timing = read_json(run.timing_file)
-    if isinstance(timing, dict) and timing.get("checkpoint") == checkpoint:
+    timing = read_checked(run.timing_file, TIMING_FIELDS, "timing again")
+    if timing is not None and timing["checkpoint"] == checkpoint and timing["global_step"] == global_step:
         return timing
     accelerator = flag_value(eval_flags, "--trainer.accelerator")
     cmd = [*commands.timing, checkpoint, "--out", str(run.timing_file), "--images", str(images)]
@@ -184,7 +228,12 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
     rc = _run_logged(cmd, run.path / "timing.log", "timing")
     if rc != 0:
         raise _fail(run, "timing", rc, run.path / "timing.log")
-    return read_json(run.timing_file) or {}
+    timing = read_json(run.timing_file)
+    if not isinstance(timing, dict):
+        raise RunFailed(f"run {run.spec.name}: the timing wrote no result to {run.timing_file}")
+    timing = {**timing, "checkpoint": checkpoint, "global_step": global_step}  # which weights were timed
+    write_json_atomic(run.timing_file, timing)
+    return timing
 
 
 def execute(run: RunDir, config_args: list[str], overrides: list[str], commands: Commands,
@@ -192,23 +241,27 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
     """Bring one run to completion; return ``(run.json content, skipped)``."""
     rec = run.record()
     if rec is not None:
+        if "verified" not in read_json(run.marker):  # an older run.json, verified just now: keep the proof
+            write_json_atomic(run.marker, rec)
         echo(f"[{run.spec.name}] complete, skipped")
         return rec, True
     groups = split_overrides(overrides)
     eval_flags = flatten([g for g in groups if g[0].startswith("--data.") or g[0] in EVAL_TRAINER_FLAGS])
     trained = train(run, config_args, overrides, commands, echo)
-    metrics, eval_seconds = evaluate(run, trained["checkpoint"], eval_flags, commands, echo)
-    timing = time_inference(run, trained["checkpoint"], timing_images, eval_flags, commands, echo)
+    step = trained["verified"]["global_step"]
+    metrics, eval_seconds = evaluate(run, trained["checkpoint"], eval_flags, commands, step, echo)
+    timing = time_inference(run, trained["checkpoint"], timing_images, eval_flags, commands, step, echo)
     spec = run.spec
     rec = {
         "complete": True, "name": spec.name, "variant": spec.variant.name, "op": spec.variant.op,
         "mode": spec.variant.mode, "stride": spec.stride, "seed": spec.seed,
         "bbox": metrics.get("bbox"), "segm": metrics.get("segm"),
-        "num_images": metrics.get("num_images"), "global_step": metrics.get("global_step"),
+        "num_images": metrics.get("num_images"), "global_step": step,
         "checkpoint": trained["checkpoint"], "train_time_s": trained["train_time_s"],
         "train_attempts": trained["attempts"], "eval_time_s": eval_seconds,
         "infer_ms_per_image": timing.get("ms_per_image"), "roi_ms_per_image": timing.get("roi_ms_per_image"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "train_command": trained["command"],
+        "verified": trained["verified"],
     }
     write_json_atomic(run.marker, rec)
     echo(f"[{spec.name}] done: bbox AP {_fmt(rec['bbox'], 'AP')}, train {rec['train_time_s']:.0f} s")

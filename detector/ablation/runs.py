@@ -10,23 +10,95 @@ Layout of ``DIR/runs/<variant>_s<stride>_seed<k>/``::
     eval.log          its stdout + stderr
     timing.json       inference timing (detector.ablation.timing)
     run.json          the completion marker: written last, atomically, holds everything
-                      the results table needs
+                      the results table needs, including ``verified``: the final checkpoint's
+                      step and the schedule's (:mod:`.progress`), which must be equal
 
 State is derived from files only, so a rerun after any interruption (Ctrl-C, kill -9, a
 reboot) continues where the files say it stopped: a complete run is skipped, finished
 training is not repeated, and an interrupted training resumes from its newest checkpoint.
+
+Every file is checked on read, field by field (`field_problems`): one that is broken JSON,
+has a field of the wrong type, describes another run, or claims a training that its
+checkpoint does not show finished, counts as absent (a `RunFileWarning` names the file and
+the reason), so the stage it records is redone; it never crashes the ablation and never
+reaches the table.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .progress import stamp_problem, training_progress
 from .variants import Variant
+
+
+class RunFileWarning(UserWarning):
+    """A run's bookkeeping file is broken or contradicts its checkpoint; the run is not counted."""
+
+
+#: Field kinds for `field_problems`: "int" excludes bools; "num" is a finite int or float.
+RUN_FIELDS = {
+    "complete": "bool", "name": "str", "variant": "str", "op": "str", "mode": ("str", None), "stride": "int",
+    "seed": "int", "bbox": "metrics", "segm": ("metrics", None), "num_images": ("int", None), "global_step": "int",
+    "checkpoint": "str", "train_time_s": "num", "train_attempts": "int", "eval_time_s": ("num", None),
+    "infer_ms_per_image": ("num", None), "roi_ms_per_image": ("num", None), "finished_at": "str",
+    "train_command": "strs",
+}
+TRAIN_FIELDS = {"returncode": "int", "checkpoint": "str", "train_time_s": "num", "attempts": "int", "resumed": "int",
+                "command": "strs"}
+EVAL_STAMP_FIELDS = {"checkpoint": "str", "eval_time_s": ("num", None)}
+TIMING_FIELDS = {"checkpoint": "str", "global_step": "int", "ms_per_image": ("num", None),
+                 "roi_ms_per_image": ("num", None)}
+
+
+def _kind_ok(value: Any, kind: str | None) -> bool:
+    if kind is None:
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "num":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "strs":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "metrics":  # {"AP": 0.25, ...}: numbers, or null for a metric COCOeval could not compute
+        return isinstance(value, dict) and all(v is None or _kind_ok(v, "num") for v in value.values())
+    raise ValueError(f"unknown field kind {kind!r}")
+
+
+def field_problems(obj: Any, fields: dict) -> list[str]:
+    """What is wrong with ``obj`` against ``{key: kind or (kinds...)}``; ``[]`` when nothing.
+
+    >>> field_problems({"seed": "0", "name": "a"}, {"seed": "int", "name": "str", "mode": ("str", None)})
+    ["'seed' is '0' (str), expected int", "'mode' is missing"]
+    """
+    if not isinstance(obj, dict):
+        return [f"holds a {type(obj).__name__}, not an object"]
+    problems = []
+    for key, kinds in fields.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if key not in obj:
+            problems.append(f"{key!r} is missing")
+        elif not any(_kind_ok(obj[key], k) for k in kinds):
+            want = " or ".join("null" if k is None else k for k in kinds)
+            problems.append(f"{key!r} is {obj[key]!r:.60} ({type(obj[key]).__name__}), expected {want}")
+    return problems
+
+
+def warn_file(path: Path, problem: str, consequence: str) -> None:
+    """One `RunFileWarning` naming the file, what is wrong and what the ablation does about it."""
+    warnings.warn(f"{path}: {problem}; {consequence}", RunFileWarning, stacklevel=3)
 
 
 @dataclass(frozen=True, order=True)
@@ -68,6 +140,20 @@ def read_json(path: Path):
         return None
 
 
+def read_checked(path: Path, fields: dict, consequence: str) -> dict | None:
+    """The object in ``path`` if it exists and passes `field_problems`; else None, with a
+    `RunFileWarning` when the file exists but is broken (missing files are silent)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    obj = read_json(path)
+    problems = ["is not valid JSON"] if obj is None else field_problems(obj, fields)
+    if problems:
+        warn_file(path, "; ".join(problems), consequence)
+        return None
+    return obj
+
+
 class RunDir:
     """The folder of one run and the state its files imply (see the module doc)."""
 
@@ -85,17 +171,53 @@ class RunDir:
         self.marker = self.path / "run.json"
 
     # ------------------------------------------------------------------ state
-    def record(self) -> dict | None:
-        """The completion record, or None when the run is not complete."""
+    def record(self, warn: bool = True) -> dict | None:
+        """The completion record if the run is complete *and verified*, else None.
+
+        A run.json that is broken, of the wrong types, about another run, or whose training
+        did not reach its schedule is not a record (a `RunFileWarning` says why when ``warn``).
+        A run.json written before the ``verified`` stamp existed is verified against its
+        checkpoint now (the stamp is then added to the returned record, not to the file).
+        """
+        rec, problem = self.check_record()
+        if problem and warn:
+            warn_file(self.marker, problem, "the run is not counted; a rerun redoes what is missing")
+        return rec
+
+    def check_record(self) -> tuple[dict | None, str | None]:
+        """``(record, None)`` for a complete, verified run; ``(None, why not)`` for a run.json
+        that does not count; ``(None, None)`` when there is no run.json."""
+        if not self.marker.exists():
+            return None, None
         rec = read_json(self.marker)
-        return rec if isinstance(rec, dict) and rec.get("complete") is True else None
+        problems = ["is not valid JSON"] if rec is None else field_problems(rec, RUN_FIELDS)
+        if problems:
+            return None, "; ".join(problems)
+        if rec["complete"] is not True:
+            return None, None
+        spec = self.spec
+        mine = {"name": spec.name, "variant": spec.variant.name, "stride": spec.stride, "seed": spec.seed}
+        other = {k: rec[k] for k, v in mine.items() if rec[k] != v}
+        if other:
+            return None, f"describes another run ({other}, this folder is {spec.name})"
+        if "verified" in rec:
+            problem = stamp_problem(rec["verified"], rec["global_step"])
+            return (None, problem) if problem else (rec, None)
+        progress = training_progress(rec["checkpoint"], self.train_dir)  # written before stamps existed
+        if not progress.complete:
+            return None, f"its checkpoint {rec['checkpoint']} is at {progress.describe()}"
+        if progress.global_step != rec["global_step"]:
+            return None, f"it evaluated step {rec['global_step']}, the final checkpoint is at {progress.global_step}"
+        return {**rec, "verified": progress.stamp()}, None
 
     def is_complete(self) -> bool:
-        return self.record() is not None
+        return self.record(warn=False) is not None
 
     def training_done(self) -> dict | None:
-        rec = read_json(self.train_marker)
-        return rec if isinstance(rec, dict) and rec.get("returncode") == 0 else None
+        """train.json if it is well formed and says training exited 0, else None. Whether its
+        checkpoint really finished the schedule is the runner's check (it resumes if not)."""
+        rec = read_checked(self.train_marker, TRAIN_FIELDS, "training is checked again (resumed if unfinished)")
+        return rec if rec is not None and rec["returncode"] == 0 else None
 
     def checkpoints(self) -> list[Path]:
         """Checkpoints under ``train/``, oldest first (by modification time).
@@ -135,11 +257,13 @@ class RunDir:
         """
         events = []
         if self.attempts_file.is_file():
-            for line in self.attempts_file.read_text().splitlines():
+            for line in self.attempts_file.read_text(errors="replace").splitlines():
                 try:
-                    events.append(json.loads(line))
+                    ev = json.loads(line)
                 except ValueError:  # a line cut short by a kill
                     continue
+                if isinstance(ev, dict) and _kind_ok(ev.get("time"), "num"):  # anything else: not ours, skip
+                    events.append(ev)
         attempts: list[dict] = []
         for ev in events:
             if ev.get("event") == "start":

@@ -1,28 +1,34 @@
 """The ablation runner's bookkeeping with stand-ins for train.py / evaluate.py / timing.
 
 The stand-ins keep the real command-line contract (``fit --config ... --trainer.default_root_dir
-D [--ckpt_path P]`` writing checkpoints under D; ``CKPT --output DIR`` writing
-DIR/metrics.json) but take milliseconds, so skipping, resuming and the tables are tested
-fast; tests/test_ablation_real.py runs the real CLI. Behaviour knobs are environment
-variables: FAKE_CALLS (a file each call appends its argv to), FAKE_DIE_AT_EPOCH (a fresh,
-not resumed, training SIGKILLs itself right after writing that epoch's checkpoint).
+D [--ckpt_path P]`` writing torch checkpoints under D, with train.py's ``detector_run`` record,
+Lightning's loop counters and a ``config.yaml``; ``CKPT --output DIR`` writing
+DIR/metrics.json) but take a second, so skipping, resuming and the tables are tested fast;
+tests/ablation/test_ablation_real.py runs the real CLI. One epoch = one optimizer step.
+Behaviour knobs are environment variables: FAKE_CALLS (a file each call appends its argv
+to), FAKE_DIE_AT_EPOCH (a fresh, not resumed, training SIGKILLs itself right after writing
+that epoch's checkpoint), FAKE_STOP_AT_EPOCH (a fresh training stops there as after a
+SIGTERM, with exit code FAKE_STOP_RC, default 0 as train.py did before it learned 143),
+FAKE_NO_RUN_STATE (checkpoints without ``detector_run``, as train.py wrote before it).
 """
 
 import csv
 import json
 import math
 import sys
+import warnings
+from unittest.mock import ANY
 
 import pytest
 
 from detector.ablation.cli import main
 from detector.ablation.runner import Commands, RunFailed, split_overrides
-from detector.ablation.runs import RunDir, RunSpec
+from detector.ablation.runs import RunDir, RunFileWarning, RunSpec
 from detector.ablation.variants import DEFAULT_VARIANTS, Variant, parse_variant, parse_variants
-
 
 TRAIN = r'''
 import json, os, pathlib, signal, sys
+import torch
 argv = sys.argv[1:]
 def opt(name, default=None):
     return argv[argv.index(name) + 1] if name in argv else default
@@ -32,15 +38,26 @@ assert argv[0] == "fit" and "--config" in argv
 root = pathlib.Path(opt("--trainer.default_root_dir"))
 epochs = int(opt("--trainer.max_epochs", 3))
 resume = opt("--ckpt_path")
-start = json.loads(pathlib.Path(resume).read_text())["epoch"] if resume else 0
-ckdir = root / "lightning_logs" / "version_0" / "checkpoints"
+start = torch.load(resume, weights_only=True)["global_step"] if resume else 0
+root.mkdir(parents=True, exist_ok=True)
+(root / "config.yaml").write_text(f"trainer:\n  max_epochs: {epochs}\n  max_steps: -1\n")  # as LightningCLI saves it
+ckdir = root / "checkpoints"
 ckdir.mkdir(parents=True, exist_ok=True)
 for epoch in range(start + 1, epochs + 1):
     state = {"epoch": epoch, "op": opt("--model.roi_op"), "mode": opt("--model.roi_mode"),
              "stride": int(opt("--model.stride")), "seed": int(opt("--seed_everything"))}
-    (ckdir / f"epoch={epoch}.ckpt").write_text(json.dumps(state))
+    ckpt = {"epoch": epoch - 1, "global_step": epoch, "fake": state,
+            "loops": {"fit_loop": {"epoch_progress": {"total": {"started": epoch, "processed": epoch}},
+                                   "epoch_loop.automatic_optimization.optim_progress": {
+                                       "optimizer": {"step": {"current": {"completed": 1}}}}}}}
+    if not os.environ.get("FAKE_NO_RUN_STATE"):
+        ckpt["detector_run"] = {"finished": epoch == epochs, "global_step": epoch, "expected_steps": epochs}
+    torch.save(ckpt, ckdir / "last.ckpt")
+    (ckdir / "last.ckpt.json").write_text(json.dumps(state))  # for the evaluate stand-in (no torch import)
     if os.environ.get("FAKE_DIE_AT_EPOCH") == str(epoch) and not resume:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("FAKE_STOP_AT_EPOCH") == str(epoch) and not resume:
+        sys.exit(int(os.environ.get("FAKE_STOP_RC", "0")))
 '''
 
 EVALUATE = r'''
@@ -48,7 +65,7 @@ import json, os, pathlib, sys
 argv = sys.argv[1:]
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps(["evaluate"] + argv) + "\n")
-state = json.loads(pathlib.Path(argv[0]).read_text())
+state = json.loads(pathlib.Path(argv[0] + ".json").read_text())
 out = pathlib.Path(argv[argv.index("--output") + 1])
 out.mkdir(parents=True, exist_ok=True)
 base = {"roi_pool": 0.20, "roi_align": 0.30, "roi_warp": 0.22, "prroi_pool": 0.31}[state["op"]]
@@ -83,7 +100,8 @@ def fake(tmp_path, monkeypatch):
     train, evaluate, timing = write_stand_ins(tmp_path)
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
-    monkeypatch.delenv("FAKE_DIE_AT_EPOCH", raising=False)
+    for knob in ("FAKE_DIE_AT_EPOCH", "FAKE_STOP_AT_EPOCH", "FAKE_STOP_RC", "FAKE_NO_RUN_STATE"):
+        monkeypatch.delenv(knob, raising=False)
     config = tmp_path / "base.yaml"
     config.write_text("trainer:\n  max_epochs: 3\n")
     commands = Commands(train=[sys.executable, str(train)], evaluate=[sys.executable, str(evaluate)],
@@ -136,7 +154,7 @@ def test_runs_tables_and_rerun_skips(fake):
         assert c[c.index("--model.lr") + 1] == "0.01" and c.index("--model.lr") < c.index("--model.roi_op")
         assert "--ckpt_path" not in c
     eval_calls = [c for c in calls() if c[0] == "evaluate"]
-    assert all(c[1].endswith("epoch=3.ckpt") for c in eval_calls)  # the final checkpoint
+    assert all(c[1].endswith("last.ckpt") for c in eval_calls)  # the final checkpoint
     assert all(c[c.index("--data.min_size") + 1] == "96" for c in eval_calls) and "--model.lr" not in eval_calls[0]
 
     for name in ("results.csv", "results.json", "results.md", "runs.csv", "ablation.png"):
@@ -174,13 +192,13 @@ def test_killed_training_resumes_from_its_checkpoint(fake, monkeypatch):
     with pytest.raises(RunFailed, match="roi_pool_s32_seed0: training exited with code -9"):
         main(argv, commands=commands, echo=lambda *a: None)
     run = RunDir(out, RunSpec(Variant("roi_pool"), 32, 0))
-    assert not run.is_complete() and run.latest_checkpoint().name == "epoch=2.ckpt"
+    assert not run.is_complete() and run.latest_checkpoint().name == "last.ckpt"
     assert "roi_pool_s32_seed0" in (out / "results.md").read_text()  # listed as missing
 
     main(argv, commands=commands, echo=lambda *a: None)  # the rerun resumes
     train_calls = [c for c in calls() if c[0] == "train"]
     assert len(train_calls) == 2
-    assert train_calls[1][train_calls[1].index("--ckpt_path") + 1].endswith("epoch=2.ckpt")
+    assert train_calls[1][train_calls[1].index("--ckpt_path") + 1].endswith("last.ckpt")
     rec = run.record()
     assert rec["global_step"] == 3 and rec["train_attempts"] == 2
     assert [a["resumed_from"] is not None for a in run.attempts()] == [False, True]
@@ -215,33 +233,13 @@ def test_bad_arguments_are_value_errors(fake):
 
 
 def test_dry_run_lists_each_run_state(fake):
-    commands, config, out, calls = fake
+    commands, config, out, _ = fake
     base = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "roi_warp", "--seeds", "1"]
     main(base + ["--variants", "roi_pool"], commands=commands, echo=lambda *a: None)
     said = []
     doc = main(base + ["--dry-run"], commands=commands, echo=said.append)
     assert doc["plan"] == ["roi_pool_s32_seed0", "roi_warp_avg_s32_seed0"]
     assert said == ["roi_pool_s32_seed0: complete", "roi_warp_avg_s32_seed0: new"]
-
-
-def test_one_ablation_per_folder(fake):
-    import os
-    import subprocess
-
-    commands, config, out, _ = fake
-    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1"]
-    out.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (out / ".ablation.lock").write_text(str(sleeper.pid))
-        with pytest.raises(ValueError, match=f"another ablation \\(pid {sleeper.pid}\\) is running"):
-            main(argv, commands=commands, echo=lambda *a: None)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    main(argv, commands=commands, echo=lambda *a: None)  # its process is gone: the stale lock is taken over
-    assert RunDir(out, RunSpec(Variant("roi_pool"), 32, 0)).is_complete()
-    assert not (out / ".ablation.lock").exists() and os.path.isdir(out)
 
 
 def test_results_say_what_is_at_stake_before_training(fake, tmp_path):
@@ -265,3 +263,140 @@ def test_results_say_what_is_at_stake_before_training(fake, tmp_path):
     assert "At stake before training" in md and "stride 32: all" in md and "large 0.65" in md
     rows = json.loads((out / "quantization" / "quantization.json").read_text())["rows"]
     assert any(r["op"] == "roi_pool" and r["size"] == "large" and abs(r["iou_mean"] - 0.6525) < 1e-3 for r in rows)
+
+
+# ---------------------------------------------------------------- interrupted runs are never tabulated (issue 12, 1)
+@pytest.mark.parametrize("run_state", [True, False], ids=["detector_run", "old-checkpoint"])
+@pytest.mark.parametrize("rc", [0, 143], ids=["exit0", "exit143"])
+def test_training_stopped_early_is_resumed_not_counted(fake, monkeypatch, rc, run_state):
+    """A SIGTERM'd train.py (old: exit 0, new: exit 143) leaves a 2-of-6-step last.ckpt: the
+    ablation fails the run naming the step, writes no run.json, tabulates nothing, and the
+    rerun resumes it from last.ckpt to the full schedule."""
+    commands, config, out, calls = fake
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1",
+            "--timing-images", "0", "--trainer.max_epochs", "6"]
+    monkeypatch.setenv("FAKE_STOP_AT_EPOCH", "2")
+    monkeypatch.setenv("FAKE_STOP_RC", str(rc))
+    if not run_state:
+        monkeypatch.setenv("FAKE_NO_RUN_STATE", "1")
+    expected = "stopped by SIGTERM" if rc else "step 2 of 6 \\(not finished"
+    with pytest.raises(RunFailed, match=expected):
+        main(argv, commands=commands, echo=lambda *a: None)
+    run = RunDir(out, RunSpec(Variant("roi_pool"), 32, 0))
+    assert not run.marker.exists() and not run.train_marker.exists() and not run.is_complete()
+    assert not any(c[0] == "evaluate" for c in calls())
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["runs"] == [] and doc["missing"] == ["roi_pool_s32_seed0"]
+
+    main(argv, commands=commands, echo=lambda *a: None)  # the rerun resumes and finishes
+    train_calls = [c for c in calls() if c[0] == "train"]
+    assert len(train_calls) == 2 and "--ckpt_path" in train_calls[1]
+    rec = run.record()
+    assert rec["global_step"] == 6 and rec["verified"]["expected_steps"] == 6
+    assert rec["verified"]["source"] == ("detector_run" if run_state else "config.yaml")
+
+
+def _partial_run_left_by_the_old_bug(out, run_state: bool):
+    """The files an older ablation wrote for a run whose train.py was SIGTERM'd at step 2 of 6
+    and exited 0: train.json, eval/, and run.json with complete: true."""
+    import torch
+
+    run = RunDir(out, RunSpec(Variant("roi_pool"), 32, 0))
+    ckdir = run.train_dir / "checkpoints"
+    ckdir.mkdir(parents=True)
+    (run.train_dir / "config.yaml").write_text("trainer:\n  max_epochs: 6\n  max_steps: -1\n")
+    state = {"epoch": 2, "op": "roi_pool", "mode": "avg", "stride": 32, "seed": 0}
+    ckpt = {"epoch": 1, "global_step": 2, "fake": state,
+            "loops": {"fit_loop": {"epoch_progress": {"total": {"started": 2, "processed": 1}},  # mid-epoch
+                                   "epoch_loop.automatic_optimization.optim_progress": {
+                                       "optimizer": {"step": {"current": {"completed": 1}}}}}}}
+    if run_state:
+        ckpt["detector_run"] = {"finished": False, "global_step": 2, "expected_steps": 6}
+    torch.save(ckpt, ckdir / "last.ckpt")
+    (ckdir / "last.ckpt.json").write_text(json.dumps(state))
+    last = str(ckdir / "last.ckpt")
+    (run.path / "train.json").write_text(json.dumps({"returncode": 0, "checkpoint": last, "train_time_s": 3.0,
+                                                     "attempts": 1, "resumed": 0, "command": ["train.py"]}))
+    run.eval_dir.mkdir()
+    run.metrics_file.write_text(json.dumps({"bbox": {"AP": 0.05}, "num_images": 5, "global_step": 2}))
+    (run.path / "eval.json").write_text(json.dumps({"checkpoint": last, "eval_time_s": 1.0}))
+    run.marker.write_text(json.dumps({
+        "complete": True, "name": "roi_pool_s32_seed0", "variant": "roi_pool", "op": "roi_pool", "mode": None,
+        "stride": 32, "seed": 0, "bbox": {"AP": 0.05}, "segm": None, "num_images": 5, "global_step": 2,
+        "checkpoint": last, "train_time_s": 3.0, "train_attempts": 1, "eval_time_s": 1.0,
+        "infer_ms_per_image": None, "roi_ms_per_image": None, "finished_at": "2026-12-01T00:00:00",
+        "train_command": ["train.py"]}))
+    return run
+
+
+@pytest.mark.parametrize("run_state", [True, False], ids=["detector_run", "old-checkpoint"])
+def test_partial_run_marked_complete_by_an_older_ablation_is_not_counted(fake, run_state):
+    commands, config, out, calls = fake
+    run = _partial_run_left_by_the_old_bug(out, run_state)
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1",
+            "--timing-images", "0", "--trainer.max_epochs", "6"]
+    with pytest.warns(RunFileWarning, match=r"run\.json: its checkpoint .*last\.ckpt is at step 2 of 6"):
+        doc = main([*argv, "--report-only"], commands=commands, echo=lambda *a: None)
+    assert doc["runs"] == [] and doc["missing"] == ["roi_pool_s32_seed0"]
+    assert "(no completed runs)" in (out / "results.md").read_text()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunFileWarning)
+        doc = main(argv, commands=commands, echo=lambda *a: None)  # resumes the training, evaluates the new weights
+    train_calls = [c for c in calls() if c[0] == "train"]
+    assert len(train_calls) == 1 and train_calls[0][train_calls[0].index("--ckpt_path") + 1].endswith("last.ckpt")
+    assert len([c for c in calls() if c[0] == "evaluate"]) == 1
+    rec = run.record()
+    assert rec["global_step"] == 6 and rec["verified"]["global_step"] == 6
+    assert [r["global_step"] for r in doc["runs"]] == [6] and doc["runs"][0]["AP"] == pytest.approx(20.0)
+
+
+# ---------------------------------------------------------------- run.json is validated on read (issue 12, 10)
+BAD_RUN_JSON = [
+    {"train_time_s": "fast"}, {"seed": "0"}, {"bbox": "high"}, {"bbox": {"AP": "0.3"}}, {"stride": None},
+    {"global_step": 2.5}, {"complete": "yes"}, {"train_command": "train.py fit"}, {"seed": 1}, {"name": 7},
+    {"verified": {"global_step": 2, "expected_steps": 6, "source": "x"}}, {"verified": "yes"},
+    "[1, 2]", '{"complete": tru', "", "null",
+]
+
+
+def test_run_json_with_wrong_types_is_not_counted_and_is_redone(fake):
+    """Each broken run.json: no crash, a warning naming the file, not in the table; a rerun
+    rewrites it from the run's other files without training again."""
+    commands, config, out, calls = fake
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1",
+            "--timing-images", "0"]
+    main(argv, commands=commands, echo=lambda *a: None)
+    run = RunDir(out, RunSpec(Variant("roi_pool"), 32, 0))
+    good = json.loads(run.marker.read_text())
+    n_calls = len(calls())
+    for edit in BAD_RUN_JSON:
+        run.marker.write_text(edit if isinstance(edit, str) else json.dumps({**good, **edit}))
+        with pytest.warns(RunFileWarning, match=f"{run.marker}: .*the run is not counted"):
+            doc = main([*argv, "--report-only"], commands=commands, echo=lambda *a: None)  # no crash
+        assert doc["runs"] == [] and doc["missing"] == ["roi_pool_s32_seed0"], edit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunFileWarning)
+            doc = main(argv, commands=commands, echo=lambda *a: None)
+        assert json.loads(run.marker.read_text()) == {**good, "finished_at": ANY}, edit
+        assert [r["seed"] for r in doc["runs"]] == [0]
+    assert len(calls()) == n_calls  # nothing was trained, evaluated or timed again
+
+
+def test_broken_side_files_are_redone_not_fatal(fake):
+    """train.json / eval.json / timing.json / attempts.jsonl of the wrong shape: redone or skipped."""
+    commands, config, out, calls = fake
+    argv = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "--seeds", "1"]
+    main(argv, commands=commands, echo=lambda *a: None)
+    run = RunDir(out, RunSpec(Variant("roi_pool"), 32, 0))
+    run.marker.unlink()
+    (run.path / "train.json").write_text(json.dumps({"returncode": "0"}))
+    (run.path / "eval.json").write_text("[]")
+    run.timing_file.write_text(json.dumps({"checkpoint": 3}))
+    with run.attempts_file.open("a") as f:
+        f.write('{"event": "start"}\n[1]\n"x"\n')
+    with pytest.warns(RunFileWarning):
+        main(argv, commands=commands, echo=lambda *a: None)
+    assert run.is_complete() and run.record()["global_step"] == 3
+    names = [c[0] for c in calls()]
+    assert names.count("train") == 2 and names.count("evaluate") == 2 and names.count("timing") == 2
