@@ -1,12 +1,13 @@
 """Every ROI op on hostile inputs, run as a script in a subprocess by test_roi_limits.py.
 
-``python tests/ops/roi_hostile.py cpp|torch`` runs each op of :data:`OPS` on each case of
+``python tests/ops/roi_hostile.py cpp|torch|cuda`` runs each op of :data:`OPS` on each case of
 :data:`CASES` (forward and backward) and prints one JSON line per run: first
 ``{"start": [op, case]}``, then the result. These inputs once segfaulted or hung the
 process (issue 12), so the tests run them out of process: a regression then fails a test
 (naming the case that was running) instead of killing pytest. The ``torch`` path is forced
-with ``DETECTOR_OPS_NO_EXTENSION=1`` by the caller; the ``cpp`` path also calls the C++
-kernels directly with inputs the Python side never lets through (:func:`direct_kernel_calls`).
+with ``DETECTOR_OPS_NO_EXTENSION=1`` by the caller, ``cuda`` runs the torch path on the GPU;
+the ``cpp`` path also calls the C++ kernels directly with inputs the Python side never lets
+through (:func:`direct_kernel_calls`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from detector.ops import prroi_pool, roi_align, roi_pool, roi_warp  # noqa: E402
 from detector.ops._extension import load_extension  # noqa: E402
 
 SCALE, SIZE = 0.5, (3, 2)
+DEVICE = {"device": "cpu"}  # set by main()
 NORMAL = [0.0, 1.0, 2.0, 9.0, 7.0]  # an ordinary box, inside a 6 x 6 map at SCALE
 
 # name -> op(x, boxes, sampling_ratio); sampling_ratio None = the op's default (-1, adaptive)
@@ -68,8 +70,9 @@ def pairs() -> list[tuple[str, str]]:
 
 
 def _forward_backward(op: str, shape, boxes, sr, dtype):
-    x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-    rois = torch.tensor(boxes, dtype=dtype).reshape(-1, 5).requires_grad_(op == "prroi_pool")
+    x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    x = x.to(DEVICE["device"]).requires_grad_(True)
+    rois = torch.tensor(boxes, dtype=dtype, device=DEVICE["device"]).reshape(-1, 5).requires_grad_(op == "prroi_pool")
     out = OPS[op](x, rois, sr)
     out.backward(torch.ones_like(out))
     return x, rois, out
@@ -133,8 +136,9 @@ def direct_kernel_calls() -> None:
 
 def main(path: str) -> None:
     torch.set_num_threads(2)
+    DEVICE["device"] = "cuda" if path == "cuda" else "cpu"
     has_cpp = load_extension() is not None
-    if has_cpp != (path == "cpp"):
+    if path != "cuda" and has_cpp != (path == "cpp"):
         raise SystemExit(f"asked for the {path} path but the extension is {'' if has_cpp else 'not '}loaded")
     for op in OPS:  # warm-up: first calls pay one-time costs (operator loading) that are no part of the op
         _forward_backward(op, (1, 3, 6, 6), [NORMAL], None, torch.float32)

@@ -28,7 +28,7 @@ from detector.ops._extension import load_extension
 HOSTILE = Path(__file__).with_name("roi_hostile.py")
 TIME_LIMIT = 1.0  # seconds for one forward + backward (issue 12)
 PROCESS_TIMEOUT = 180  # the whole script takes a few seconds; this only stops a hang
-PATHS = ["cpp", "torch"]
+PATHS = ["cpp", "torch", pytest.param("cuda", marks=pytest.mark.cuda)]  # cuda: the torch path on the GPU
 
 
 def _run_hostile(path: str) -> dict:
@@ -144,20 +144,20 @@ def test_modules_refuse_sampling_ratio_above_the_limit():
 
 
 @pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    """Run the test on the C++ path, then on the pure-PyTorch path (the one CUDA uses)."""
+def device(request, monkeypatch):
+    """Run the test on the C++ path, on the pure-PyTorch path, and on the GPU; -> the device."""
     if request.param == "cpp" and load_extension() is None:
         pytest.skip("C++ extension unavailable")
     if request.param == "torch":
         monkeypatch.setattr(avg_module, "load_extension", lambda: None)
         monkeypatch.setattr(max_module, "load_extension", lambda: None)
-    return request.param
+    return "cuda" if request.param == "cuda" else "cpu"
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("warp", [False, True])
-def test_adaptive_grid_is_capped_at_64(path, mode, aligned, warp):
+def test_adaptive_grid_is_capped_at_64(device, mode, aligned, warp):
     """Boxes whose adaptive grid exceeds 64 on one or both axes read their capped grid, on both
     paths (the torch path splits them from the ordinary boxes); ordinary boxes are unchanged."""
     g = torch.Generator().manual_seed(12)
@@ -172,9 +172,11 @@ def test_adaptive_grid_is_capped_at_64(path, mode, aligned, warp):
         dtype=torch.float64,
     )
     op, ref = (roi_warp, roi_warp_ref) if warp else (roi_align, roi_align_ref)
+    expected = ref(x, boxes, 1, 1, 1.0, -1, aligned, mode)
+    x, boxes = x.to(device), boxes.to(device)
     xg = x.clone().requires_grad_(True)
     out = op(xg, boxes, 1, 1.0, -1, aligned, mode)
-    torch.testing.assert_close(out, ref(x, boxes, 1, 1, 1.0, -1, aligned, mode), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-12)
     assert out[0].abs().max() > 0  # the capped samples still land on the map
     fixed = op(x, boxes[:1], 1, 1.0, MAX_SAMPLING_GRID, aligned, mode)
     torch.testing.assert_close(out[:1].detach(), fixed, rtol=1e-12, atol=1e-14)
