@@ -3,8 +3,9 @@
 ``python -m detector.ablation --config BASE --out DIR`` trains and evaluates every variant
 (:mod:`.variants`) x stride x seed through the project's own ``train.py`` / ``evaluate.py``
 (:mod:`.runner`), keeps each run's progress in files so reruns skip and resume
-(:mod:`.runs`), and writes the table and plot (:mod:`.results`, :mod:`.plot`). See
-:mod:`.cli` for the options.
+(:mod:`.runs`), counts a run only once its final checkpoint reached the whole schedule
+(:mod:`.progress`), holds one OS lock per folder (:mod:`.lock`), and writes the table and
+plot (:mod:`.results`, :mod:`.plot`). See :mod:`.cli` for the options.
 """
 
 from .results import METRICS, write_results
