@@ -14,6 +14,13 @@ Which checkpoints: `default_checkpoint_callbacks` (``best.ckpt`` and ``last.ckpt
 Reading: `load_checkpoint` is ``torch.load(weights_only=True)``: tensors, numbers,
 strings, lists and dicts only. A checkpoint from the internet cannot run code on load. Any
 other file gives a ValueError that says what the file is not.
+
+Whether a run is complete: every checkpoint train.py writes carries
+``checkpoint["detector_run"] = {"finished": bool, "global_step": int, "expected_steps": int | None}``
+(written by `detector.lit.run_state`); `run_state` reads it. ``finished`` is True only in a
+checkpoint saved once the schedule was complete (``global_step`` reached ``expected_steps``,
+the optimizer steps that ``max_steps`` / ``max_epochs`` make), never in one saved because
+the run was stopped (signal, Ctrl-C, error).
 """
 
 from __future__ import annotations
@@ -165,3 +172,26 @@ def default_checkpoint_callbacks(root_dir: str, best: bool = True) -> list[Model
     last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
                            enable_version_counter=False, save_on_exception=True)
     return [best_cb, last] if best else [last]
+
+
+RUN_STATE_KEY = "detector_run"
+
+
+def run_state(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"finished": bool, "global_step": int, "expected_steps": int | None}`` of a checkpoint.
+
+    A checkpoint from before this record existed reads as not finished (``expected_steps``
+    None): resume it rather than trust it. Raises ValueError as `load_checkpoint` does.
+
+    Example (what the ablation asks before recording a run):
+        >>> state = run_state("runs/x/checkpoints/last.ckpt")  # doctest: +SKIP
+        >>> state["finished"] and state["global_step"] == state["expected_steps"]  # doctest: +SKIP
+        True
+    """
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint.get(RUN_STATE_KEY)
+    if not isinstance(stored, dict):
+        return {"finished": False, "global_step": int(checkpoint.get("global_step", 0)), "expected_steps": None}
+    expected = stored.get("expected_steps")
+    return {"finished": stored.get("finished") is True, "global_step": int(stored.get("global_step", 0)),
+            "expected_steps": None if expected is None else int(expected)}

@@ -17,7 +17,17 @@ anything is built. What the subclasses add:
   own ModelCheckpoint / logger. One key therefore moves a whole run (the ablation sets
   ``--trainer.default_root_dir runs/<variant>``);
 - a value that only the constructors can check (``DetectorConfig`` ranges, ...) ends the
-  run like a parse error (``error: ...``, exit code 2) instead of a traceback;
+  run like a parse error (``error: ...``, exit code 2) instead of a traceback; so does a
+  dataset that fails its check (the checker's report alone, exit code 2);
+- ``fit`` owns its run folder (`detector.lit.run_folder`): an unwritable folder, a folder
+  in use by another training (lock ``ROOT/.fit.lock``) or one that holds an earlier run's
+  checkpoints (without ``--ckpt_path last`` or ``--overwrite true``) is refused before any
+  data is read, with one ``error:`` line (exit code 2);
+- a fit stopped by a signal exits with ``128 + signum`` (143 for SIGTERM, 130 for Ctrl-C)
+  after saving ``last.ckpt``, instead of Lightning's 0 / 1; every checkpoint says whether
+  the schedule was complete (``checkpoint["detector_run"]``, read it with
+  `detector.checkpointing.run_state`), and a resumed run repeats an uninterrupted one
+  step for step (`detector.lit.run_state`, `detector.data.sampler`);
 - the datamodule's init arguments are stored in every checkpoint (as Lightning's
   ``datamodule_hyper_parameters``), so evaluate.py can rebuild the same validation data
   from the checkpoint alone; ``--data.*`` flags override them.
@@ -33,6 +43,8 @@ import difflib
 import json
 import os
 import re
+import signal
+import sys
 from typing import Any
 
 from jsonargparse import Namespace
@@ -44,7 +56,10 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from detector.checkpointing import AtomicCheckpointIO, default_checkpoint_callbacks
 from detector.data import DetectionDataModule
+from detector.data.report import DatasetError
 from detector.lit import DetectorModule
+from detector.lit.run_folder import RunFolderError, RunFolderLock, claim_run_folder
+from detector.lit.run_state import RunStateCallback
 
 
 def default_run_dir(model_config: Any) -> str:
@@ -131,10 +146,48 @@ class DetectorCLI(LightningCLI):
         # resize, data.min_size the loader's); DetectorModule logs both, prefixed, instead.
         kwargs.setdefault("trainer_defaults", {})
         kwargs["trainer_defaults"].setdefault("enable_autolog_hparams", False)
-        super().__init__(DetectorModule, DetectionDataModule, args=args, run=run, **kwargs)
+        self.run_state_callback: RunStateCallback | None = None
+        self._run_folder_lock: RunFolderLock | None = None
+        try:
+            super().__init__(DetectorModule, DetectionDataModule, args=args, run=run, **kwargs)
+        except DatasetError as err:  # the checker's report is the whole message: no traceback above it
+            print(str(err), file=sys.stderr)
+            raise SystemExit(2) from None
+        except BaseException:
+            self._exit_if_stopped_by_signal()
+            raise
+        finally:
+            if self._run_folder_lock is not None:
+                self._run_folder_lock.release()
+        self._exit_if_stopped_by_signal()
+
+    def _exit_if_stopped_by_signal(self) -> None:
+        """Exit ``128 + signum`` when a signal stopped the fit (Lightning itself exits 0 on SIGTERM)."""
+        signum = self.run_state_callback.stop_signal if self.run_state_callback is not None else None
+        if signum is not None:
+            print(f"train.py: stopped by signal {signum} ({signal.Signals(signum).name}); last.ckpt holds the "
+                  "run so far: resume with --ckpt_path last", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: start a new run in a run folder that holds an earlier run's checkpoints, "
+                                 "deleting them (by default refused; --ckpt_path last resumes instead)")
+
+    def before_fit(self) -> None:
+        """Claim the run folder (writable, locked, no earlier run replaced) before any data is read."""
+        trainer = self.trainer
+        if trainer.fast_dev_run or trainer.node_rank != 0 or trainer.local_rank != 0:
+            return  # fast_dev_run writes nothing; DDP's other ranks run under rank 0's claim
+        checkpoint_dirs = [str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        try:
+            self._run_folder_lock = claim_run_folder(trainer.default_root_dir, checkpoint_dirs,
+                                                     self._get(self.config, "ckpt_path"),
+                                                     bool(self._get(self.config, "overwrite", default=False)))
+        except RunFolderError as err:
+            print(f"train.py: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def instantiate_classes(self) -> None:
         try:
@@ -156,6 +209,8 @@ class DetectorCLI(LightningCLI):
             if trainer_config.get("logger") in (None, True):
                 kwargs.setdefault("logger", default_loggers(root))
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
+            self.run_state_callback = RunStateCallback()  # RNG states in checkpoints, Ctrl-C, the exit code
+            callbacks.append(self.run_state_callback)
             kwargs.setdefault("callbacks", callbacks)
         return super().instantiate_trainer(**kwargs)
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from detector.data.check import DatasetError, load_coco_json
 from detector.data.coco import CocoDetection
 from detector.data.shapes import SHAPES
+from detector.data.sampler import EpochSampler, ResumableDataLoader, SeededSamples
 from detector.data.synthetic import ensure_synthetic_coco
 from detector.data.transforms import TransformConfig, build_transforms
 
@@ -57,7 +58,8 @@ class DetectionDataModule(pl.LightningDataModule):
         hflip_prob, jitter, hue: training augmentation (``jitter`` is brightness, contrast and
             saturation strength); min_size, max_size: optional resize (default none, see
             :mod:`detector.data.transforms`).
-        seed: seeds the training shuffle (and, through it, the workers' augmentation RNGs).
+        seed: fixes the training order and augmentation: both are functions of (seed, epoch, index),
+            the same with any number of workers and after a resume (see :mod:`detector.data.sampler`).
         synthetic_*: size of the synthetic splits, image size, generator seed, smallest object
             (pixels) and most objects per image (see :class:`~detector.data.render.RenderConfig`).
     """
@@ -240,16 +242,18 @@ class DetectionDataModule(pl.LightningDataModule):
 
     # ---------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            collate_fn=detection_collate,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        # Training: order and augmentation are functions of (seed, epoch, index), and the loader's
+        # position goes into checkpoints, so a resumed run sees what an uninterrupted one would
+        # (detector.data.sampler). A generator of its own also keeps every loader off the global RNG.
+        kwargs = dict(batch_size=batch_size, generator=torch.Generator().manual_seed(self.seed),
+                      num_workers=self.num_workers, collate_fn=detection_collate, pin_memory=self.pin_memory,
+                      persistent_workers=self.num_workers > 0)
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **kwargs)
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(len(dataset), seed=self.seed, num_replicas=replicas, rank=rank)
+        return ResumableDataLoader(SeededSamples(dataset), sampler=sampler, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:

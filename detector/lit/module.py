@@ -21,7 +21,9 @@ What the module adds to the network:
 - optimization (`configure_optimizers`): SGD or AdamW, linear warm-up then cosine / step /
   constant, stepped per optimizer step (see `detector.lit.schedule`);
 - the category table of the training data, stored in every checkpoint (under
-  ``checkpoint["detector"]``) and checked against the data on resume and evaluation.
+  ``checkpoint["detector"]``) and checked against the data on resume and evaluation;
+- whether the run's schedule was complete, in every checkpoint (``checkpoint["detector_run"]``,
+  see `detector.lit.run_state`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 
-from detector.checkpointing import nonfinite_checkpoint_path
+from detector.checkpointing import RUN_STATE_KEY, nonfinite_checkpoint_path
 from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_coco, to_coco_results
 from detector.evaluation.distributed import flatten, gather_per_image
+from detector.lit.run_state import run_state_of
 from detector.lit.schedule import make_lr_lambda
 from detector.models import DetectorConfig, build_detector
 
@@ -206,6 +209,8 @@ class DetectorModule(pl.LightningModule):
             "category_ids": self.category_ids,
             "category_names": self.category_names,
         }
+        if self._trainer is not None:  # here, not in a callback: also in weights-only checkpoints
+            checkpoint[RUN_STATE_KEY] = run_state_of(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(CHECKPOINT_KEY) or {}

@@ -8,10 +8,13 @@ files; fixtures live in conftest.py.)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytorch_lightning as pl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,3 +68,23 @@ def tiny_datamodule(data_root):
 
     return DetectionDataModule(root=str(data_root), synthetic_train=4, synthetic_val=3, synthetic_width=96,
                                synthetic_height=64, batch_size=2, num_workers=0)
+
+
+
+class SignalAtStep(pl.Callback):
+    """Sends `signum` to its own process once ``global_step`` reaches `step`: a kill at an exact
+    step, through the real signal path. Add it with `signal_at_step` (in-process runs only: it is
+    imported from this test module)."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def signal_at_step(step: int, signum: int) -> list[str]:
+    """CLI flags adding `SignalAtStep` (as the only ``trainer.callbacks``; the defaults still come)."""
+    callback = {"class_path": "lit_helpers.SignalAtStep", "init_args": {"step": step, "signum": int(signum)}}
+    return ["--trainer.callbacks", json.dumps([callback])]

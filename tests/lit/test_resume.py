@@ -17,7 +17,7 @@ import time
 import pytest
 from lit_helpers import REPO, run_script, tiny_args
 
-from detector.checkpointing import load_checkpoint
+from detector.checkpointing import load_checkpoint, run_state
 
 
 def _start(args, log):
@@ -54,8 +54,10 @@ def test_resume_after_kill_continues_from_the_saved_step(sig, data_root, tmp_pat
         proc.send_signal(sig)
         proc.wait(timeout=60)
     first_log = (tmp_path / "first.log").read_text()
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 0, first_log[-3000:]  # Lightning's graceful SIGTERM exit
+    if sig == signal.SIGTERM:  # saved at a step boundary, then exit 128 + 15 (Lightning alone exits 0)
+        assert proc.returncode == 143, first_log[-3000:]
+        assert "stopped by signal 15 (SIGTERM)" in first_log
+        assert run_state(last)["finished"] is False
     else:
         assert proc.returncode == -signal.SIGKILL
     # A kill during a save may leave a stray temp file, never a half-written file under the final name.
@@ -72,3 +74,5 @@ def test_resume_after_kill_continues_from_the_saved_step(sig, data_root, tmp_pat
     assert resumed[0] >= step - 1 and resumed[0] > 0, (step, resumed[:5])
     final = load_checkpoint(last)
     assert final["global_step"] > step and final["epoch"] >= epoch
+    assert run_state(last) == {"finished": True, "global_step": final["global_step"],
+                               "expected_steps": final["global_step"]}
