@@ -19,10 +19,12 @@ into every checkpoint, whoever saves it.
   stays. `stop_signal` records the signal, from which train.py's exit code is
   ``128 + signum`` (143 for SIGTERM, 130 for SIGINT).
 
-Exactness has limits, all outside the default setup: a resumed run on a GPU repeats the
-same steps but the GPU's own kernels are not bit-deterministic (not even between two
+Exactness has limits, all outside the default setup: on a GPU the resumed run makes the
+same steps but the GPU's kernels are not bit-deterministic (not even between two
 uninterrupted runs); a checkpoint written by an older version (without loader position or
-RNG states) resumes with a new order and new random draws.
+RNG states) resumes with a new order and new random draws; a resume with another
+``data.batch_size``, ``data.seed`` or number of devices gets other batches. The number of
+loader workers does not matter (tests/lit/test_run_state.py).
 """
 
 from __future__ import annotations
