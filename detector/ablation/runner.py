@@ -195,7 +195,8 @@ def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Comm
     if metrics is not None and stamp is not None and stamp["checkpoint"] == checkpoint \
             and stamp.get("global_step") == global_step:
         return metrics, stamp["eval_time_s"]
-    cmd = [*commands.evaluate, checkpoint, "--output", str(run.eval_dir), *eval_flags]
+    # eval/ belongs to this run: stale results there (an interrupted run's) are replaced
+    cmd = [*commands.evaluate, checkpoint, "--output", str(run.eval_dir), "--overwrite", "true", *eval_flags]
     echo(f"[{run.spec.name}] evaluating {checkpoint}")
     t0 = time.time()
     rc = _run_logged(cmd, run.eval_log, "evaluate")

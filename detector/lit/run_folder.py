@@ -13,23 +13,17 @@ a second ``fit`` without ``--ckpt_path`` would silently replace the first run's 
    given, in which case the old ``*.ckpt`` files are deleted (so no stale ``best.ckpt``
    stays beside the new run's files).
 
-The lock is the kernel's (``fcntl.flock``, exclusive, non-blocking) on an open descriptor
-of the lock file: taking it is atomic, and the kernel releases it when the holder exits
-in any way (SIGKILL included), so there is no stale lock to detect or take over. The
-file's content (pid, host, start time) is information for the error message only, never
-trusted; the file is never deleted (deleting a locked file lets a newcomer lock a new
-file of the same name while the holder still runs). ``flock`` is POSIX (Linux, macOS).
+The lock is `detector.folder_lock.FolderLock` (the kernel's ``flock``: atomic, released
+when the holder exits in any way, its file's content never trusted), as the ablation's.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import socket
 import tempfile
-import time
 from pathlib import Path
+
+from detector.folder_lock import FolderBusy, FolderLock
 
 LOCK_NAME = ".fit.lock"
 
@@ -38,9 +32,10 @@ class RunFolderError(ValueError):
     """The run folder cannot be used; the message (one line) names the folder and the way out."""
 
 
-class RunFolderLock:
+class RunFolderLock(FolderLock):
     """Holds ``folder/.fit.lock`` from `acquire` to `release`, or raises `RunFolderError`.
 
+    >>> import tempfile
     >>> folder = tempfile.mkdtemp()
     >>> first = RunFolderLock(folder).acquire()
     >>> try:
@@ -52,50 +47,16 @@ class RunFolderLock:
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
-        self._fd: int | None = None
+        super().__init__(
+            folder, LOCK_NAME, "{folder} is in use by another training ({holder})", "--trainer.default_root_dir"
+        )
 
     def acquire(self) -> RunFolderLock:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise RunFolderError(
-                f"cannot write to the run folder {self.folder}: {err.strerror or err} "
-                "(fix: make it writable or choose another --trainer.default_root_dir)"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError when held
-            os.close(fd)
-            raise RunFolderError(
-                f"{self.folder} is in use by another training ({self.holder()}; lock file "
-                f"{self.path}); wait for it to end or choose another --trainer.default_root_dir"
-            ) from None
-        info = json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        self._fd = fd
+            super().acquire()
+        except FolderBusy as err:
+            raise RunFolderError(str(err)) from None
         return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            try:
-                os.ftruncate(self._fd, 0)
-            finally:
-                os.close(self._fd)  # closing the descriptor releases the lock
-                self._fd = None
-
-    def holder(self) -> str:
-        """What the lock file says about its holder: ``pid 12 on host since T`` (information only)."""
-        try:
-            info = json.loads(self.path.read_text())
-            return f"pid {int(info['pid'])} on {info['host']} since {info['since']}"
-        except (OSError, ValueError, TypeError, KeyError):
-            return "holder not recorded"
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -127,9 +88,12 @@ def claim_run_folder(
     try:
         for folder in checkpoint_dirs:
             check_writable(folder)
+        # nonfinite-step=N.ckpt is a diagnostic of a diverged attempt, never resumed: it does not
+        # make the folder "taken" (a rerun starts over), and --overwrite deletes it with the rest
         earlier = sorted(p for folder in checkpoint_dirs for p in Path(folder).glob("*.ckpt"))
-        if earlier and not overwrite and not _resumes(ckpt_path, checkpoint_dirs):
-            names = ", ".join(str(p) for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+        resumable = [p for p in earlier if not p.name.startswith("nonfinite-")]
+        if resumable and not overwrite and not _resumes(ckpt_path, checkpoint_dirs):
+            names = ", ".join(str(p) for p in resumable[:4]) + (", ..." if len(resumable) > 4 else "")
             raise RunFolderError(
                 f"{root} already holds an earlier run's checkpoints ({names}): resume it with "
                 "--ckpt_path last, start over with --overwrite true (deletes them), or choose "

@@ -101,6 +101,16 @@ def test_real_cli_two_variants_one_seed(tmp_path, env, monkeypatch):
     assert sum("complete, skipped" in line for line in said) == 2
     assert not any("training (log" in line or "evaluating" in line for line in said)
 
+    # stale evaluation stamp: the run is evaluated again into its own eval/, which evaluate.py
+    # would refuse (it holds results) unless the ablation says --overwrite true
+    (run / "eval.json").unlink()
+    (run / "run.json").unlink()  # as if killed between evaluate.py's end and the run's record
+    (run / "eval" / "notes.txt").write_text("a user's file")
+    said.clear()
+    main(ablation_args(config, out), echo=said.append)
+    assert sum("evaluating" in line for line in said) == 1, said
+    assert (run / "eval.json").is_file() and (run / "eval" / "notes.txt").read_text() == "a user's file"
+
     # the timing stage on a real checkpoint (skipped above with --timing-images 0 to save time)
     from detector.ablation.timing import time_checkpoint
 

@@ -94,12 +94,23 @@ def test_a_new_fit_over_earlier_checkpoints_is_refused_unless_resumed_or_overwri
     assert run_state(last)["global_step"] == 1 and sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
 
 
+def test_a_diverged_attempts_nonfinite_checkpoint_does_not_block_a_new_fit(data_root, tmp_path):
+    # nonfinite-step=N.ckpt is a diagnostic, never resumed: the ablation reruns such a run without
+    # --ckpt_path, which the folder check refused ("already holds an earlier run's checkpoints").
+    (tmp_path / "checkpoints").mkdir()
+    diag = tmp_path / "checkpoints" / "nonfinite-step=1.ckpt"
+    diag.write_bytes(b"diagnostic")
+    args = [*tiny_args(data_root, tmp_path), "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    DetectorCLI(args=["fit", *args])
+    assert run_state(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 1 and diag.is_file()
+
+
 def test_an_unwritable_run_folder_is_one_line_before_any_training(data_root, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     err = fit_error([*tiny_args(data_root, blocker / "run"), "--trainer.max_steps", "1"], capsys)
     assert (
-        err.strip().splitlines()[-1].startswith(f"train.py: error: cannot write to the run folder {blocker / 'run'}: ")
+        err.strip().splitlines()[-1].startswith(f"train.py: error: cannot write to {blocker / 'run'}: ")
     )
 
 
@@ -112,7 +123,7 @@ def test_a_read_only_run_folder_is_one_line(data_root, tmp_path, capsys):
         err = fit_error([*tiny_args(data_root, folder), "--trainer.max_steps", "1"], capsys)
     finally:
         folder.chmod(0o755)
-    assert f"cannot write to the run folder {folder}: Permission denied" in err
+    assert f"cannot write to {folder}: Permission denied" in err
 
 
 def test_a_bad_dataset_prints_the_report_only(data_root, tmp_path):

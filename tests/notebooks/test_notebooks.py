@@ -130,7 +130,10 @@ def make_ablation_results(out: Path) -> dict:
                "stride": spec.stride, "seed": spec.seed, "bbox": bbox,
                "segm": {k: 0.9 * x for k, x in bbox.items()} if spec.stride == 16 else None,
                "train_time_s": 600.0 + spec.seed, "infer_ms_per_image": 150.0, "roi_ms_per_image": 2.0 + 0.1 * spec.seed,
-               "global_step": 1000, "train_attempts": 1}
+               "global_step": 1000, "train_attempts": 1, "num_images": 200, "checkpoint": "last.ckpt",
+               "eval_time_s": 10.0, "finished_at": "2026-12-05T12:00:00", "train_command": ["train.py", "fit"],
+               # the evidence the ablation keeps that the final checkpoint reached the schedule
+               "verified": {"global_step": 1000, "expected_steps": 1000, "source": "detector_run"}}
         write_json_atomic(RunDir(out, spec).marker, rec)
     return write_results(out, specs, list(DEFAULT_VARIANTS), [16, 32],
                          {"command": "python -m detector.ablation --config base.yaml --out abl --strides 16 32"})
