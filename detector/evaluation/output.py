@@ -5,7 +5,7 @@ What evaluate.py writes there (and so what it calls *its* files):
 - one checkpoint: ``metrics.json`` and ``detections.json``;
 - several: ``<label>/metrics.json`` and ``<label>/detections.json`` per checkpoint, and
   ``comparison.json``;
-- while writing, ``.tmp-<name>-*.partial`` (`detector.checkpointing.atomic_write`), which a
+- while writing, ``.tmp-<name>-*.partial`` (`detector.io.atomic_write`), which a
   killed process can leave behind.
 
 `check_output` runs before any image is read. It refuses a folder that already holds any of
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from detector.evaluation.report import write_json
+from detector.io import write_json
 
 METRICS = "metrics.json"
 DETECTIONS = "detections.json"

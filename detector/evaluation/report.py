@@ -4,8 +4,8 @@ Printed: one column per checkpoint, rows AP, AP50, AP75, APs, APm, APl, AR1, AR1
 per IoU type, then per-class AP; from the second column on each value carries its
 difference to the first column, which is what an ablation reads (``0.412 (-0.031)``).
 
-Written (atomically, `detector.checkpointing.atomic_write_bytes`, so an interrupted
-evaluation never leaves a half file in place of an older complete one):
+Written with `detector.io.write_json` (atomically, so an interrupted evaluation never leaves
+a half file in place of an older complete one; non-finite numbers as ``null``):
 
 - ``metrics.json``: ``{"bbox": {"AP": ..., "AP50": ..., ...}, "bbox_per_class": {name: AP},
   ["segm": ..., "segm_per_class": ...], "checkpoint": path, "num_images": N, ...}``;
@@ -16,14 +16,13 @@ evaluation never leaves a half file in place of an older complete one):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from detector.checkpointing import atomic_write_bytes
 from detector.evaluation.coco_eval import STAT_NAMES, CocoEvalResult
+from detector.io import write_json  # noqa: F401  (re-exported by detector.evaluation until its __init__ imports detector.io)
 
 # The rows evaluate.py prints (the ARs/ARm/ARl numbers are in metrics.json too).
 PRINTED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -37,12 +36,6 @@ def metrics_document(metrics: Mapping[str, CocoEvalResult], **extra: Any) -> dic
         doc[f"{iou_type}_per_class"] = {name: _json_number(v) for name, v in result.per_class.items()}
     doc.update(extra)
     return doc
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """JSON to `path`, atomically; refuses NaN (JSON has none: use None)."""
-    data = json.dumps(obj, indent=1, allow_nan=False).encode()
-    atomic_write_bytes(path, data + b"\n")
 
 
 def unique_labels(paths: Sequence[str]) -> list[str]:

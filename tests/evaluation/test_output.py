@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from detector.checkpointing import atomic_write, atomic_write_bytes
+import detector.io
 from detector.evaluation import output
 from detector.evaluation.output import OutputError, check_output, clear_results, result_files, write_results
 
@@ -111,14 +111,14 @@ def test_unwritable_folder_is_refused_with_the_reason(tmp_path, monkeypatch, cod
 
 
 def test_write_results_names_the_file_that_did_not_fit(tmp_path, monkeypatch):
-    from detector.evaluation import report
+    real_atomic_write = detector.io.atomic_write
 
-    def full_disk(path, data):
-        def write(f):
+    def full_disk(path, write):
+        def fail(f):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        atomic_write(path, write)
+        real_atomic_write(path, fail)
 
-    monkeypatch.setattr(report, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(detector.io, "atomic_write", full_disk)
     with pytest.raises(OutputError) as err:
         write_results(tmp_path, [("a/detections.json", [])])
     assert err.value.errno == errno.ENOSPC
@@ -126,36 +126,3 @@ def test_write_results_names_the_file_that_did_not_fit(tmp_path, monkeypatch):
     monkeypatch.undo()
     write_results(tmp_path, [("metrics.json", {"AP": None})])
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"AP": None}
-
-
-# ------------------------------------------------------------------ detector.checkpointing.atomic_write
-
-def test_atomic_write_error_names_the_destination_and_keeps_the_old_file(tmp_path):
-    """ENOSPC in the middle of a write: the OS message names no file; ours names the destination,
-    keeps the errno, leaves no temp file and the previous complete file in place."""
-    target = tmp_path / "metrics.json"
-    atomic_write_bytes(target, b"old")
-
-    def write(f):
-        f.write(b"half")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    with pytest.raises(OSError) as err:
-        atomic_write(target, write)
-    assert err.value.errno == errno.ENOSPC and str(target) in str(err.value) and "\n" not in str(err.value)
-    assert str(err.value) == f"[Errno {errno.ENOSPC}] cannot write {target}: No space left on device"
-    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
-
-
-def test_atomic_write_keeps_the_error_class_and_names_the_path(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(FileExistsError) as err:  # the folder cannot be made (EEXIST): the OSError subclass is kept
-        atomic_write_bytes(tmp_path / "file" / "metrics.json", b"{}")
-    assert str(tmp_path / "file" / "metrics.json") in str(err.value)
-
-    def interrupted(f):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # not an OSError: re-raised as it is
-        atomic_write(tmp_path / "x.json", interrupted)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

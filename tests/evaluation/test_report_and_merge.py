@@ -5,7 +5,8 @@ import math
 
 from detector.evaluation.coco_eval import STAT_NAMES, CocoEvalResult
 from detector.evaluation.distributed import flatten, gather_per_image, merge_per_image
-from detector.evaluation.report import format_table, metrics_document, unique_labels, write_json
+from detector.evaluation.report import format_table, metrics_document, unique_labels
+from detector.io import write_json
 
 
 def _result(ap, per_class=None):
