@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from detector.analysis.plots import OP_COLORS
 
-from .results import METRICS
+from .columns import METRICS
 from .variants import REFERENCE
 
 

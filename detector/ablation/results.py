@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from detector.analysis.tables import markdown_table, write_csv, write_json
+from detector.analysis.tables import markdown_table, write_csv
+from detector.io import atomic_write_text, write_json
 
+from .columns import MASK_PREFIX, METRICS, TIME_FIELDS
 from .runs import RunDir, RunSpec
 from .variants import REFERENCE, Variant
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-MASK_PREFIX = "mask_"
-TIME_FIELDS = ("train_time_min", "infer_ms_per_image", "roi_ms_per_image")
+__all__ = ["MASK_PREFIX", "METRICS", "TIME_FIELDS", "beyond_spread", "collect", "markdown", "mean_std", "run_row",
+           "summarize_variants", "write_results"]
 
 
 def _pct(v):
@@ -77,7 +78,7 @@ def beyond_spread(delta: float, sd_a: float, n_a: int, sd_b: float, n_b: int):
     return abs(delta) > 2 * se
 
 
-def summarize(rows: list[dict], variants: list[Variant], strides: list[int]) -> list[dict]:
+def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[int]) -> list[dict]:
     """One row per (stride, variant) present: n, mean/std per metric and time, deltas to RoIPool."""
     metrics = list(METRICS) + [MASK_PREFIX + m for m in METRICS if any(MASK_PREFIX + m in r for r in rows)]
     summary = []
@@ -155,16 +156,16 @@ def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], stri
                   settings: dict | None = None, plot: bool = True) -> dict:
     """Write results.csv (summary), runs.csv (per run), results.json, results.md, ablation.png."""
     rows, missing = collect(out, specs)
-    summary = summarize(rows, variants, strides)
+    summary = summarize_variants(rows, variants, strides)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(summary, out / "results.csv")
     write_csv(rows, out / "runs.csv")
     doc = {"metric_scale": "percent", "reference": REFERENCE, "settings": settings or {},
            "summary": summary, "runs": rows, "missing": missing}
-    write_json(doc, out / "results.json")
+    write_json(out / "results.json", doc, indent=2)
     settings = settings or {}
-    (out / "results.md").write_text(markdown(summary, missing, settings.get("command"), settings.get("machine"),
-                                             settings.get("at_stake")))
+    atomic_write_text(out / "results.md", markdown(summary, missing, settings.get("command"), settings.get("machine"),
+                                                   settings.get("at_stake")))
     if plot and rows:
         from detector.analysis.plots import save_figure
 

@@ -13,6 +13,10 @@ Layout of ``DIR/runs/<variant>_s<stride>_seed<k>/``::
                       the results table needs, including ``verified``: the final checkpoint's
                       step and the schedule's (:mod:`.progress`), which must be equal
 
+Every JSON file here is written by `detector.io.write_json` (atomically; non-finite numbers as
+``null``, which a field of kind ``"num"`` rejects and one of kinds ``("num", None)`` reads as "not
+measured").
+
 State is derived from files only, so a rerun after any interruption (Ctrl-C, kill -9, a
 reboot) continues where the files say it stopped: a complete run is skipped, finished
 training is not repeated, and an interrupted training resumes from its newest checkpoint.
@@ -29,12 +33,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from detector.io import to_json_text
+from detector.io import write_json as write_json_atomic  # noqa: F401  (runner.py's name until it imports detector.io)
 
 from .progress import stamp_problem, training_progress
 from .variants import Variant
@@ -112,24 +118,6 @@ class RunSpec:
     @property
     def name(self) -> str:
         return f"{self.variant.name}_s{self.stride}_seed{self.seed}"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temp file in the same folder, then rename it over ``path``.
-
-    A reader (or a rerun after a kill) sees either the old file or the complete new one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_json(path: Path):
@@ -244,7 +232,7 @@ class RunDir:
     def log_attempt(self, event: str, **fields) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         with self.attempts_file.open("a") as f:
-            f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
+            f.write(to_json_text({"event": event, "time": time.time(), **fields}, indent=None))
             f.flush()
             os.fsync(f.fileno())
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from detector.analysis.coco_boxes import SIZE_LABELS, load_gt_boxes
 from detector.analysis.quantization import DISPLAY_COLUMNS, DISPLAY_HEADERS, analyze
 from detector.analysis.sources import from_config
-from detector.analysis.tables import markdown_table, write_csv, write_json
+from detector.analysis.tables import markdown_table, write_csv
+from detector.io import atomic_write_text, write_json
 
 
 def quantization_at_stake(configs, overrides, strides, out: Path) -> dict:
@@ -31,10 +32,10 @@ def quantization_at_stake(configs, overrides, strides, out: Path) -> dict:
         return {"rows": [], "line": f"Quantization analysis not available: {e}"}
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "quantization.csv")
-    write_json({"settings": {"annotations": str(source.annotations), "strides": list(strides),
-                             "min_size": source.min_size, "max_size": source.max_size}, "rows": rows},
-               out / "quantization.json")
-    (out / "quantization.md").write_text(markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS))
+    write_json(out / "quantization.json", {"settings": {"annotations": str(source.annotations), "strides": list(strides),
+                                                        "min_size": source.min_size, "max_size": source.max_size},
+                                           "rows": rows}, indent=2)
+    atomic_write_text(out / "quantization.md", markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS))
     pool = [r for r in rows if r["op"] == "roi_pool"]
     parts = []
     for stride in strides:
