@@ -18,8 +18,8 @@ _EXPORTS = {
     "DetectionDataModule": "detector.data.datamodule",
     "detection_collate": "detector.data.datamodule",
     "check_coco": "detector.data.check",
-    "CheckReport": "detector.data.check",
-    "DatasetError": "detector.data.check",
+    "CheckReport": "detector.data.check_report",
+    "DatasetError": "detector.data.check_report",
     "load_coco_json": "detector.data.check",
     "TransformConfig": "detector.data.transforms",
     "build_transforms": "detector.data.transforms",
@@ -28,7 +28,6 @@ _EXPORTS = {
     "SHAPES": "detector.data.shapes",
     "load_rgb": "detector.data.images",
     "read_header": "detector.data.images",
-    "displayed_size": "detector.data.images",
 }
 
 __all__ = sorted(_EXPORTS)

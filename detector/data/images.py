@@ -136,8 +136,3 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
         w, h = im.size
         orientation = exif_orientation(im, header_only=True)
     return ImageHeader((h, w) if orientation in SWAPS_WIDTH_AND_HEIGHT else (w, h), (w, h), orientation)
-
-
-def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of the image as :func:`load_rgb` returns it, from the header only."""
-    return read_header(path).size
