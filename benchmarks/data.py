@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from detector.data.datamodule import DetectionDataModule  # noqa: E402
 from detector.data.shapes import SHAPES  # noqa: E402
 from detector.data.synthetic import generate_synthetic_coco  # noqa: E402
+from detector.io import write_json  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generation target >= 200 images/s: {'met' if statistics.median(gen) >= 200 else 'NOT met'}; "
           f"load average before/after: {results['machine']['loadavg_before'][0]:.2f} / {results['loadavg_after'][0]:.2f}")
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(results, indent=1))
+        write_json(a.json, results)
     return 0
 
 

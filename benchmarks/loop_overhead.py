@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detector.checkpointing import default_checkpoint_callbacks  # noqa: E402
 from detector.cli import default_loggers  # noqa: E402
 from detector.data import DetectionDataModule  # noqa: E402
+from detector.io import write_json  # noqa: E402
 from detector.lit import DetectorModule  # noqa: E402
 from detector.lit.schedule import make_lr_lambda  # noqa: E402
 
@@ -154,9 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{entry['cpu_overhead_pct']:>+12.1f}% {setup:>16.2f}")
     print(f"(load average during the run: {', '.join(f'{x:.1f}' for x in result['load_average'])}; "
           "target: Lightning's per-step overhead <= 5%)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return result
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import dataclasses
 import platform
 import statistics
 import sys
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
+from detector.io import write_json
 from detector.models import DetectorConfig, build_detector
 from detector.models.detector import IMAGENET_MEAN, IMAGENET_STD
 
@@ -160,7 +161,7 @@ def compare(args, device) -> dict:
             ips[k].append(args.steps * args.batch / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in ips.items()}
     return {
-        "config": cfg.__dict__ | {"roi_options": cfg.resolved_roi_options},
+        "config": dataclasses.asdict(cfg) | {"roi_options": cfg.resolved_roi_options},
         "images_per_s": ips,
         "median_images_per_s": med,
         "ratio": med["ours"] / med["torchvision"],
@@ -355,8 +356,7 @@ def main() -> None:
             print(f"{label:<14}" + "".join(f"{row[c]:>17.2f}" for c in cols))
 
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+        write_json(args.json, result, indent=2)
         print(f"\nwrote {args.json}")
 
 
