@@ -117,8 +117,9 @@ def make_ablation_results(out: Path) -> dict:
     """A results folder as `python -m detector.ablation` writes it, from made-up run records:
     six variants x strides 16, 32 x three seeds, with mask AP at stride 16."""
     from detector.ablation.results import write_results
-    from detector.ablation.runs import RunDir, RunSpec, write_json_atomic
+    from detector.ablation.runs import RunDir, RunSpec
     from detector.ablation.variants import DEFAULT_VARIANTS
+    from detector.io import write_json
 
     base = {"roi_pool": 0.20, "roi_warp": 0.21, "roi_align": 0.25, "prroi_pool": 0.255}
     specs = [RunSpec(v, stride, seed) for seed in range(3) for stride in (16, 32) for v in DEFAULT_VARIANTS]
@@ -134,7 +135,7 @@ def make_ablation_results(out: Path) -> dict:
                "eval_time_s": 10.0, "finished_at": "2026-12-05T12:00:00", "train_command": ["train.py", "fit"],
                # the evidence the ablation keeps that the final checkpoint reached the schedule
                "verified": {"global_step": 1000, "expected_steps": 1000, "source": "detector_run"}}
-        write_json_atomic(RunDir(out, spec).marker, rec)
+        write_json(RunDir(out, spec).marker, rec)
     return write_results(out, specs, list(DEFAULT_VARIANTS), [16, 32],
                          {"command": "python -m detector.ablation --config base.yaml --out abl --strides 16 32"})
 
@@ -157,51 +158,21 @@ def test_02_ablation_says_what_to_run_without_results(jupyter_dirs):
         execute_notebook(NOTEBOOKS / "02_ablation.ipynb", jupyter_dirs, {"RESULTS_DIR": str(jupyter_dirs / "none")})
 
 
-TINY_MASK_CONFIG = """
-trainer:
-  max_steps: 1
-  accelerator: cpu
-  devices: 1
-  logger: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  num_sanity_val_steps: 0
-  limit_val_batches: 0
-model:
-  backbone: resnet18
-  mask: true
-  min_size: 64
-  max_size: 96
-  rpn_pre_nms_top_n_train: 100
-  rpn_post_nms_top_n_train: 50
-  rpn_pre_nms_top_n_test: 50
-  rpn_post_nms_top_n_test: 20
-  box_batch_size_per_image: 32
-  box_detections_per_img: 20
-  mask_head_layers: [32, 32]
-  mask_dim_reduced: 32
-  warmup_steps: 1
-data:
-  dataset: synthetic
-  masks: true
-  synthetic_train: 2
-  synthetic_val: 2
-  synthetic_width: 96
-  synthetic_height: 64
-  batch_size: 2
-  num_workers: 0
-"""
+#: The mask branch on top of configs/tiny.yaml (the one tiny recipe), for notebook 03's masks.
+MASK_BRANCH = ["--model.mask", "true", "--model.mask_head_layers", "[32, 32]", "--model.mask_dim_reduced", "32",
+               "--data.masks", "true"]
 
 
 @pytest.fixture
 def tiny_checkpoint(jupyter_dirs, monkeypatch):
-    """A Mask R-CNN checkpoint after one training step, written by the real train CLI (in-process)."""
+    """A Mask R-CNN checkpoint after one training step of configs/tiny.yaml, written by the real
+    train CLI (in-process)."""
     from detector.cli import main_train
 
     monkeypatch.setenv("DETECTOR_CACHE", str(jupyter_dirs / "cache"))
-    config = jupyter_dirs / "tiny.yaml"
-    config.write_text(TINY_MASK_CONFIG)
-    main_train(["fit", "--config", str(config), "--trainer.default_root_dir", str(jupyter_dirs / "run")])
+    main_train(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), *MASK_BRANCH, "--trainer.max_steps", "1",
+                "--trainer.logger", "false", "--trainer.limit_val_batches", "0",
+                "--trainer.default_root_dir", str(jupyter_dirs / "run")])
     ckpts = sorted((jupyter_dirs / "run").rglob("last.ckpt"))
     assert ckpts, "train.py wrote no last.ckpt"
     return ckpts[0]
@@ -212,7 +183,7 @@ def test_03_predictions_executes(jupyter_dirs, tiny_checkpoint):
                           {"CHECKPOINT": str(tiny_checkpoint), "NUM_IMAGES": 2, "SCORE_THRESH": 0.0})
     out = text_outputs(nb)
     assert "resnet18 stride 32, roi_op=roi_align (avg), mask branch: True, step 1" in out
-    assert "2 validation images; drawing 2" in out
+    assert "3 validation images; drawing 2" in out  # tiny.yaml: data.synthetic_val 3
     assert count_images(nb) == 1
 
 
