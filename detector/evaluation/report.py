@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detector.evaluation.coco_eval import STAT_NAMES, CocoEvalResult
-from detector.io import write_json  # noqa: F401  (re-exported by detector.evaluation until its __init__ imports detector.io)
 
 # The rows evaluate.py prints (the ARs/ARm/ARl numbers are in metrics.json too).
 PRINTED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
