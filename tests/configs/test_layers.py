@@ -112,14 +112,22 @@ def test_a_block_next_to_an_include_would_drop_the_included_section(tmp_path):
     assert block["precision"] != "bf16-mixed"  # base.yaml's trainer section dropped
 
 
+def leaves(tree: dict, key: str = "") -> dict[str, object]:
+    """``{"model.detector.min_size": 64, ...}``: every leaf of a nested mapping, by dotted key."""
+    out: dict[str, object] = {}
+    for k, v in tree.items():
+        sub = f"{key}.{k}" if key else str(k)
+        out.update(leaves(v, sub) if isinstance(v, dict) and v else {sub: v})
+    return out
+
+
 def test_tiny_layer_goes_on_its_own_or_on_top_of_any_config():
-    tiny = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    tiny = leaves(yaml.safe_load((CONFIGS / "tiny.yaml").read_text()))
     for files in (["configs/tiny.yaml"], ["configs/quickstart.yaml", "configs/tiny.yaml"],
                   ["configs/backbones/vgg16_s32.yaml", "configs/roi/roi_pool.yaml", "configs/tiny.yaml"]):
-        got = yaml.safe_load(resolved_text(files))
-        for section, values in tiny.items():  # the tiny layer wins wherever it is put last
-            for key, value in values.items():
-                assert got[section][key] == value, (files, section, key)
+        got = leaves(yaml.safe_load(resolved_text(files)))
+        wrong = {k: (v, got.get(k)) for k, v in tiny.items() if got.get(k) != v}
+        assert not wrong, f"{files}: the tiny layer, put last, must win: {wrong}"
 
 
 def write_expected() -> None:
