@@ -103,3 +103,12 @@ def test_types_json_cannot_hold_are_refused():
         to_json_text({"s": {1, 2}})
     with pytest.raises(TypeError):
         to_json_text([np.zeros(3)])  # an array, not a scalar: the caller converts on purpose
+
+
+def test_docstring_examples():
+    import doctest
+
+    import detector.io
+
+    result = doctest.testmod(detector.io, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -50,3 +50,12 @@ def test_merge_keeps_each_image_once_whatever_the_sharding():
     assert len(flatten(merged)) == 3
     assert merge_per_image([{1: det(1), 2: det(2), 3: det(3)}]) == merged
     assert gather_per_image(rank0) == merge_per_image([rank0])  # no process group: local only
+
+
+def test_report_docstring_examples():
+    import doctest
+
+    from detector.evaluation import report
+
+    result = doctest.testmod(report, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
