@@ -10,9 +10,9 @@ plot (:mod:`.results`, :mod:`.plot`). See :mod:`.cli` for the options.
 
 from .results import METRICS, write_results
 from .runs import RunDir, RunSpec
-from .variants import DEFAULT_VARIANTS, Variant, parse_variant
+from .variants import Variant, default_variants, parse_variant
 
-__all__ = ["DEFAULT_VARIANTS", "METRICS", "RunDir", "RunSpec", "Variant", "main", "parse_variant", "write_results"]
+__all__ = ["METRICS", "RunDir", "RunSpec", "Variant", "default_variants", "main", "parse_variant", "write_results"]
 
 
 def main(argv=None):

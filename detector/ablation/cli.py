@@ -4,8 +4,8 @@
     python -m detector.ablation --config BASE --out DIR --variants roi_pool roi_align_avg \\
         --seeds 1 --strides 32 --trainer.max_epochs 1 --data.synthetic_train 32
 
-Each run is ``python train.py fit --config BASE [overrides] --model.roi_op ... --model.roi_mode
-... --model.stride S --seed_everything K --data.seed K`` into ``DIR/runs/<variant>_s<S>_seed<K>/``,
+Each run is ``python train.py fit --config BASE [overrides] --model.detector.roi_op ...
+--model.detector.roi_options {...} --model.detector.stride S --seed_everything K --data.seed K`` into ``DIR/runs/<variant>_s<S>_seed<K>/``,
 then ``python evaluate.py`` on its final checkpoint and an inference timing. Rerunning the same
 command skips finished runs and resumes interrupted ones. ``--trainer.* --model.* --data.*``
 flags go to every run unchanged (so every variant sees identical data and schedule).
@@ -32,7 +32,7 @@ from .results import write_results
 from .runner import Commands, RunFailed, execute, split_overrides
 from .runs import RunDir, RunSpec
 from .stakes import quantization_at_stake
-from .variants import DEFAULT_VARIANTS, parse_variants
+from .variants import default_variants, parse_variants
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", required=True, type=Path,
                    help="base train.py config (YAML); repeat to layer several")
     p.add_argument("--out", type=Path, required=True, help="ablation folder (runs/ and the results)")
-    p.add_argument("--variants", nargs="+", default=[v.name for v in DEFAULT_VARIANTS],
-                   help="ROI variants: roi_pool roi_warp_avg roi_warp_max roi_align_avg roi_align_max "
-                        "prroi_pool (default: all six)")
+    defaults = [v.name for v in default_variants()]
+    p.add_argument("--variants", nargs="+", default=defaults,
+                   help=f"ROI variants, from the ROI variant table (detector.ops.ROI_OPS; plugins add more): "
+                        f"default {' '.join(defaults)}")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0 .. N-1 (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="start the seeds here (default 0)")
     p.add_argument("--strides", type=int, nargs="+", default=[32], choices=[16, 32],

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: The checkpoint key train.py writes (the contract above).
-RUN_STATE_KEY = "detector_run"
+from detector.checkpointing import RUN_STATE_KEY
 
 
 @dataclass(frozen=True)
@@ -105,28 +104,21 @@ def _run_state(path: str) -> tuple[Any, dict | None]:
     """``(run state or None, the loaded checkpoint or None)``; ValueError for an unreadable file."""
     from detector import checkpointing
 
-    reader = getattr(checkpointing, "run_state", None)
-    if reader is not None:
-        state = reader(path)
-        known = state.get("expected_steps") if isinstance(state, Mapping) else getattr(state, "expected_steps", None)
-        if known is not None:
-            return state, None
-        # run_state reads a checkpoint without the record as "not finished, schedule unknown";
-        # look at the file itself, to judge such a one by the schedule instead (module doc, 2)
+    state = checkpointing.run_state(path)
+    if state["expected_steps"] is not None:
+        return state, None
+    # run_state reads a checkpoint without the record as "not finished, schedule unknown";
+    # look at the file itself, to judge such a one by the schedule instead (module doc, 2)
     ckpt = checkpointing.load_checkpoint(path)
     return ckpt.get(RUN_STATE_KEY), ckpt
 
 
 def _from_run_state(path: str, state: Any) -> TrainingProgress:
-    if isinstance(state, Mapping):
-        get = state.get
-    else:  # a small record type from detector.checkpointing.run_state
-        def get(key):
-            return getattr(state, key, None)
-    finished, step, expected = get("finished"), get("global_step"), get("expected_steps")
+    if not isinstance(state, Mapping):
+        return TrainingProgress(path, None, None, False, RUN_STATE_KEY, problem=f"{RUN_STATE_KEY} is not a dict: {state!r}")
+    finished, step, expected = state.get("finished"), state.get("global_step"), state.get("expected_steps")
     if not isinstance(finished, bool) or not _is_int(step) or not (expected is None or _is_int(expected)):
-        return TrainingProgress(path, None, None, False, RUN_STATE_KEY,
-                                problem=f"{RUN_STATE_KEY} has wrong types: {dict(state) if isinstance(state, Mapping) else state}")
+        return TrainingProgress(path, None, None, False, RUN_STATE_KEY, problem=f"{RUN_STATE_KEY} has wrong types: {state}")
     return TrainingProgress(path, step, expected, finished, RUN_STATE_KEY)
 
 

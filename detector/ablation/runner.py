@@ -14,6 +14,7 @@ the same step, so a resumed run is never scored with its interrupted weights.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import signal
 import subprocess
@@ -27,12 +28,37 @@ from .runs import EVAL_STAMP_FIELDS, TIMING_FIELDS, RunDir, read_checked, read_j
 
 #: Flags the ablation sets per run; passing them through would break the design.
 RESERVED_FLAGS = {
-    "--model.roi_op": "--variants", "--model.roi_mode": "--variants", "--model.stride": "--strides",
+    "--model.detector.roi_op": "--variants", "--model.detector.stride": "--strides",
     "--seed_everything": "--seeds", "--data.seed": "--seeds",
     "--trainer.default_root_dir": "--out", "--ckpt_path": "(resuming is automatic)",
 }
-#: Trainer flags that evaluation (and timing) also take, to run on the same hardware.
-EVAL_TRAINER_FLAGS = ("--trainer.accelerator", "--trainer.devices", "--trainer.precision")
+
+
+def base_roi_options(config_args: list[str], overrides: list[str]) -> dict:
+    """``model.detector.roi_options`` of the base config with the overrides, as train.py reads it
+    (each variant keeps the options its op takes, e.g. ``aligned: true``; see `Variant.roi_options`)."""
+    return dict(_base_roi_options(tuple(config_args), tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=8)
+def _base_roi_options(config_args: tuple[str, ...], overrides: tuple[str, ...]) -> dict:
+    from detector.cli import read_train_config
+
+    return dict(read_train_config([*config_args, *overrides]).model.detector.roi_options or {})
+
+
+def eval_flags(overrides: list[str]) -> list[str]:
+    """evaluate.py's flags for a run trained with `overrides`: the ``--data.*`` overrides, and the
+    trainer's accelerator and precision as ``--device`` / ``--precision`` (same hardware, same numerics)."""
+    groups = split_overrides(overrides)
+    flags = flatten([g for g in groups if g[0].startswith("--data.")])
+    accelerator = flag_value(overrides, "--trainer.accelerator")
+    if accelerator is not None:
+        flags += ["--device", {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator, "auto")]
+    precision = flag_value(overrides, "--trainer.precision")
+    if precision is not None:
+        flags += ["--precision", str(precision)]
+    return flags
 
 
 def _script(name: str) -> list[str]:
@@ -150,8 +176,9 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
         run.train_marker.unlink(missing_ok=True)
     spec = run.spec
     resume = run.latest_checkpoint()
-    cmd = [*commands.train, "fit", *config_args, *overrides, *spec.variant.train_flags(),
-           "--model.stride", str(spec.stride), "--seed_everything", str(spec.seed),
+    cmd = [*commands.train, "fit", *config_args, *overrides,
+           *spec.variant.train_flags(base_roi_options(config_args, overrides)),
+           "--model.detector.stride", str(spec.stride), "--seed_everything", str(spec.seed),
            "--data.seed", str(spec.seed), "--trainer.default_root_dir", str(run.train_dir)]
     if resume is not None:
         cmd += ["--ckpt_path", str(resume)]
@@ -221,10 +248,10 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
     timing = read_checked(run.timing_file, TIMING_FIELDS, "timing again")
     if timing is not None and timing["checkpoint"] == checkpoint and timing["global_step"] == global_step:
         return timing
-    accelerator = flag_value(eval_flags, "--trainer.accelerator")
+    device = flag_value(eval_flags, "--device")
     cmd = [*commands.timing, checkpoint, "--out", str(run.timing_file), "--images", str(images)]
-    if accelerator not in (None, "auto", "cpu"):
-        cmd += ["--device", "cuda" if accelerator == "gpu" else accelerator]
+    if device not in (None, "auto", "cpu"):
+        cmd += ["--device", device]
     echo(f"[{run.spec.name}] timing inference on {images} images")
     rc = _run_logged(cmd, run.path / "timing.log", "timing")
     if rc != 0:
@@ -246,12 +273,11 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
             write_json_atomic(run.marker, rec)
         echo(f"[{run.spec.name}] complete, skipped")
         return rec, True
-    groups = split_overrides(overrides)
-    eval_flags = flatten([g for g in groups if g[0].startswith("--data.") or g[0] in EVAL_TRAINER_FLAGS])
+    flags = eval_flags(overrides)
     trained = train(run, config_args, overrides, commands, echo)
     step = trained["verified"]["global_step"]
-    metrics, eval_seconds = evaluate(run, trained["checkpoint"], eval_flags, commands, step, echo)
-    timing = time_inference(run, trained["checkpoint"], timing_images, eval_flags, commands, step, echo)
+    metrics, eval_seconds = evaluate(run, trained["checkpoint"], flags, commands, step, echo)
+    timing = time_inference(run, trained["checkpoint"], timing_images, flags, commands, step, echo)
     spec = run.spec
     rec = {
         "complete": True, "name": spec.name, "variant": spec.variant.name, "op": spec.variant.op,

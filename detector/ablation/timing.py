@@ -2,7 +2,7 @@
 
     python -m detector.ablation.timing CKPT --out timing.json [--images 20] [--threads N]
 
-The model is rebuilt from the checkpoint (``detector.evaluation.checkpoints.load_detector``)
+The model is rebuilt from the checkpoint (``detector.checkpointing.load_detector``)
 and run in eval mode under ``torch.inference_mode`` on the first ``--images`` images of the
 validation split it was trained with (rebuilt from the checkpoint's data arguments), one
 image per call, after ``--warmup`` untimed calls. Forward hooks on the box (and mask) ROI
@@ -25,37 +25,29 @@ from pathlib import Path
 
 import torch
 
+from detector.io import write_json
+
 
 def _poolers(model) -> list[torch.nn.Module]:
     heads = getattr(model, "roi_heads", None)
     return [m for m in (getattr(heads, "box_roi_pool", None), getattr(heads, "mask_roi_pool", None)) if m is not None]
 
 
-def _as_float_image(image) -> torch.Tensor:
-    image = torch.as_tensor(image)
-    if image.dtype == torch.uint8:
-        return image.float() / 255.0  # the detectors take [0, 1] floats and normalize inside
-    return image.float()
-
-
 def time_checkpoint(checkpoint: str, images: int = 20, warmup: int = 2, device: str = "cpu") -> dict:
     """Time ``checkpoint`` on ``images`` validation images (see the module doc)."""
-    from detector.data.datamodule import DetectionDataModule
-    from detector.evaluation.checkpoints import load_detector
+    from detector.checkpointing import load_detector
 
     if images < 1 or warmup < 0:
         raise ValueError(f"--images must be >= 1 and --warmup >= 0, got {images} and {warmup}")
     loaded = load_detector(checkpoint)
-    data_args = {k: v for k, v in (loaded.data_hparams or {}).items() if not k.startswith("_")}
-    data_args["num_workers"] = 0
-    dm = DetectionDataModule(**data_args)
+    dm = loaded.datamodule(num_workers=0)
     dm.prepare_data()
     dm.setup("validate")
     dataset = dm.val_dataset
     n = min(images, len(dataset))
     if n == 0:
         raise ValueError(f"{checkpoint}: the validation split has no images to time")
-    model = loaded.module.model.to(device).eval()
+    model = loaded.model.to(device).eval()
 
     roi_seconds = [0.0]
     starts: dict[int, float] = {}
@@ -74,7 +66,7 @@ def time_checkpoint(checkpoint: str, images: int = 20, warmup: int = 2, device: 
                                                       m.register_forward_hook(post_hook))]
     per_image = []
     with torch.inference_mode():
-        batch = [_as_float_image(dataset[i][0]).to(device) for i in range(n)]
+        batch = [dataset[i][0].to(device) for i in range(n)]  # float [0, 1] images, as the loader gives them
         for i in range(min(warmup, n)):
             model([batch[i]])
         roi_seconds[0] = 0.0
@@ -109,8 +101,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = time_checkpoint(args.checkpoint, args.images, args.warmup, args.device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result))
     return result
 

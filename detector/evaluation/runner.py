@@ -1,9 +1,8 @@
 """evaluate.py's work once the checkpoints and the data have passed their checks.
 
-For each checkpoint: `Trainer.validate` (so devices, DDP and precision are Lightning's),
-whose `DetectorModule.on_validation_epoch_end` gathers the detections from all ranks and
-runs COCOeval on rank 0. Then rank 0 prints the table (side by side, deltas against the
-first checkpoint) and writes the files:
+For each checkpoint: `detect` over the validation loader (one device, plain PyTorch, see
+`detector.evaluation.inference`), then COCOeval. Then the table is printed (side by side,
+deltas against the first checkpoint) and the files are written:
 
 - one checkpoint: ``OUTPUT/metrics.json`` and ``OUTPUT/detections.json``;
 - several: ``OUTPUT/<label>/metrics.json`` and ``OUTPUT/<label>/detections.json`` per
@@ -23,43 +22,73 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
+from dataclasses import dataclass
 
-from detector.evaluation.checkpoints import LoadedDetector
+import torch
+
+from detector.checkpointing import LoadedDetector
+from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_coco
+from detector.evaluation.distributed import flatten
+from detector.evaluation.inference import detect
 from detector.evaluation.output import COMPARISON, DETECTIONS, METRICS, write_results
 from detector.evaluation.report import format_table, metrics_document, unique_labels
 
 
+@dataclass
+class Evaluation:
+    """One checkpoint scored: COCO results per image id and the COCOeval outcome per IoU type."""
+
+    per_image: dict[int, list[dict[str, Any]]]
+    metrics: dict[str, CocoEvalResult]
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return flatten(self.per_image)
+
+
+def evaluate_detector(item: LoadedDetector, datamodule: Any, device: torch.device | str = "cpu",
+                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Evaluation:
+    """Score `item` on `datamodule`'s validation split (set up by the caller) with COCOeval."""
+    loader = datamodule.val_dataloader()
+    masks = item.config.mask
+    per_image = detect(item.model, loader, item.category_ids or [], masks=masks, device=device,
+                       autocast_dtype=autocast_dtype, progress=progress, total=len(loader),
+                       description=os.path.basename(item.path))
+    iou_types = ("bbox", "segm") if masks else ("bbox",)
+    gt = load_coco(str(datamodule.val_annotation_file))
+    return Evaluation(per_image, evaluate_coco(gt, flatten(per_image), per_image.keys(), iou_types))
+
+
 def evaluate_checkpoints(
     loaded: Sequence[LoadedDetector],
-    datamodule: pl.LightningDataModule,
-    trainer: pl.Trainer,
+    datamodule: Any,
     output: str,
     per_class: bool = True,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate `loaded` on `datamodule`'s validation split; print and write (rank 0).
+    """Evaluate `loaded` on `datamodule`'s validation split; print and write the files.
 
-    Returns ``{label: metrics document}`` on rank 0, ``{}`` on the other ranks.
+    Returns ``{label: metrics document}``.
     """
-    evaluations = []
-    for item in loaded:
-        trainer.validate(item.module, datamodule=datamodule, verbose=False)
-        evaluations.append(item.module.last_evaluation)
-    if not trainer.is_global_zero:
-        return {}
+    evaluations = [evaluate_detector(item, datamodule, device, autocast_dtype, progress) for item in loaded]
     labels = unique_labels([item.path for item in loaded]) if len(loaded) > 1 else ["model"]
     documents: dict[str, Any] = {}
     files: list[tuple[str, Any]] = []  # (path relative to output, JSON object), in writing order
     for label, item, evaluation in zip(labels, loaded, evaluations):
-        hp = item.hparams
+        cfg = item.config
+        options = cfg.resolved_roi_options
         doc = metrics_document(
             evaluation.metrics,
             checkpoint=os.path.abspath(item.path),
             num_images=len(evaluation.per_image),
             num_detections=len(evaluation.results),
             annotation_file=str(getattr(datamodule, "val_annotation_file", "")),
-            roi_op=hp["roi_op"],
-            model={k: hp.get(k) for k in ("backbone", "stride", "roi_op", "roi_mode", "sampling_ratio", "aligned", "mask")},
+            roi_op=cfg.roi_op,
+            model={"backbone": cfg.backbone, "stride": cfg.stride, "roi_op": cfg.roi_op,
+                   "roi_mode": options.get("mode"), "sampling_ratio": options.get("sampling_ratio"),
+                   "aligned": options.get("aligned"), "mask": cfg.mask, "roi_options": options},
             global_step=item.global_step,
             epoch=item.epoch,
         )
@@ -67,7 +96,7 @@ def evaluate_checkpoints(
         files += [(os.path.join(folder, DETECTIONS), evaluation.results), (os.path.join(folder, METRICS), doc)]
         documents[label] = doc
         step = "?" if item.global_step is None else item.global_step
-        print(f"[{label}] {item.path}: {hp['backbone']} stride {hp['stride']}, roi_op={hp['roi_op']}, "
+        print(f"[{label}] {item.path}: {cfg.backbone} stride {cfg.stride}, roi_op={cfg.roi_op}, "
               f"step {step}; {len(evaluation.per_image)} images, {len(evaluation.results)} detections")
     print()
     print(format_table(labels, [e.metrics for e in evaluations], per_class=per_class))

@@ -43,6 +43,8 @@ import torch
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from detector.checkpointing import run_record
+
 RNG_KEY = "detector_rng"
 
 
@@ -71,7 +73,7 @@ def run_state_of(trainer: pl.Trainer) -> dict[str, Any]:
     expected = expected_steps(trainer)
     stopped = trainer.received_sigterm or trainer.state.status == TrainerStatus.INTERRUPTED
     finished = not stopped and expected is not None and trainer.global_step >= expected
-    return {"finished": bool(finished), "global_step": int(trainer.global_step), "expected_steps": expected}
+    return run_record(finished, trainer.global_step, expected)
 
 
 def rng_states() -> dict[str, Any]:

@@ -10,13 +10,12 @@ Building blocks, for tests and for users who inject their own parts:
 """
 
 from .backbones import Backbone, build_backbone
-from .config import ROI_OP_NAMES, DetectorConfig
+from .config import DetectorConfig
 from .detector import TwoStageDetector, build_detector
 from .heads import Res5Head, SingleLevelRoIPooler
 from .targets import validate_images, validate_targets
 
 __all__ = [
-    "ROI_OP_NAMES",
     "Backbone",
     "DetectorConfig",
     "Res5Head",

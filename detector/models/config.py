@@ -7,6 +7,15 @@ same object can come from YAML through LightningCLI, appear in `--help`, be stor
 Fields left at `None` mean "the sensible default for the rest of this config"; the
 `resolved_*` properties compute those defaults in one place, so the builder and the
 user read the same numbers. `spatial_scale` is never a field: it is `1 / stride`.
+
+The ROI layer is named, not enumerated: `roi_op` is any key of the ROI variant table
+(`detector.ops.ROI_OPS`, which plugins extend), and `roi_options` are checked and completed
+by that table's entry (`RoiOpSpec.resolve_options`), so a typo in a YAML file fails when the
+config is read, with the same rule the op itself applies, not inside the first forward.
+
+This class is the one declaration of the detector's settings: `DetectorModule` takes it
+whole (``model.detector.*`` in YAML and on the command line) and checkpoints store
+`to_dict()`; `from_dict` reads that back.
 """
 
 from __future__ import annotations
@@ -15,19 +24,13 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
+
+from detector.ops import ROI_OPS, get_roi_op
 
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50")
 STRIDES = (16, 32)
-ROI_OP_NAMES = ("roi_pool", "roi_warp", "roi_align", "prroi_pool")
-# Options each registry key accepts (shared/ROI_OPS.md); validated here so a typo in a
-# YAML file fails when the config is read, not minutes later inside the first forward.
-ROI_OP_OPTIONS: dict[str, tuple[str, ...]] = {
-    "roi_pool": (),
-    "roi_warp": ("sampling_ratio", "aligned", "mode"),
-    "roi_align": ("sampling_ratio", "aligned", "mode"),
-    "prroi_pool": (),
-}
 BOX_HEADS = ("mlp", "res5")
 NORMS = ("frozen_bn", "bn", "gn")
 
@@ -113,10 +116,13 @@ class DetectorConfig:
     rpn_score_thresh: float = 0.0
 
     # --- ROI layer (the ablated part) -----------------------------------------------------
-    roi_op: Literal["roi_pool", "roi_warp", "roi_align", "prroi_pool"] = "roi_align"
+    roi_op: str = "roi_align"
+    """A key of the ROI variant table `detector.ops.ROI_OPS`: roi_pool, roi_warp, roi_align,
+    prroi_pool, or an op a plugin registered (docs/roi_ops.md)."""
     roi_options: dict[str, Any] | None = None
-    """Options for `build_roi_op`. None = {"sampling_ratio": 2} for roi_align/roi_warp (as
-    torchvision's MultiScaleRoIAlign), {} otherwise."""
+    """The op's options (e.g. ``{mode: max, sampling_ratio: 2, aligned: false}`` for
+    roi_align); keys left out take the table's defaults (sampling_ratio 2, as torchvision's
+    MultiScaleRoIAlign; aligned false; mode avg). None = all defaults."""
     roi_output_size: int | None = None
     """None = 7 for the MLP head, 14 for the res5 head (which strides it to 7)."""
 
@@ -134,7 +140,7 @@ class DetectorConfig:
 
     # --- mask branch ----------------------------------------------------------------
     mask: bool = False
-    mask_roi_op: Literal["roi_pool", "roi_warp", "roi_align", "prroi_pool"] | None = None
+    mask_roi_op: str | None = None
     """None = same op as the box branch."""
     mask_roi_options: dict[str, Any] | None = None
     """None = the box branch's resolved options when the op is the same, else op defaults."""
@@ -209,8 +215,7 @@ class DetectorConfig:
             _fail("rpn_bg_iou_thresh", self.rpn_bg_iou_thresh, f"<= rpn_fg_iou_thresh ({self.rpn_fg_iou_thresh})")
         if self.box_bg_iou_thresh > self.box_fg_iou_thresh:
             _fail("box_bg_iou_thresh", self.box_bg_iou_thresh, f"<= box_fg_iou_thresh ({self.box_fg_iou_thresh})")
-        if self.roi_op not in ROI_OP_NAMES:
-            _fail("roi_op", self.roi_op, f"one of {ROI_OP_NAMES}")
+        _check_roi_op("roi_op", self.roi_op)
         _check_roi_options("roi_options", self.roi_op, self.roi_options)
         if self.roi_output_size is not None:
             _check_int("roi_output_size", self.roi_output_size, 1)
@@ -235,8 +240,8 @@ class DetectorConfig:
                 )
         if not isinstance(self.mask, bool):
             _fail("mask", self.mask, "True or False")
-        if self.mask_roi_op is not None and self.mask_roi_op not in ROI_OP_NAMES:
-            _fail("mask_roi_op", self.mask_roi_op, f"None or one of {ROI_OP_NAMES}")
+        if self.mask_roi_op is not None:
+            _check_roi_op("mask_roi_op", self.mask_roi_op)
         _check_roi_options("mask_roi_options", self.resolved_mask_roi_op, self.mask_roi_options)
         self.mask_head_layers = tuple(self.mask_head_layers)
         if not self.mask_head_layers or any(
@@ -264,7 +269,8 @@ class DetectorConfig:
 
     @property
     def resolved_roi_options(self) -> dict[str, Any]:
-        return _default_options(self.roi_op) if self.roi_options is None else dict(self.roi_options)
+        """Every option of `roi_op`, the table's defaults completed by `roi_options`."""
+        return get_roi_op(self.roi_op).resolve_options(self.roi_options)
 
     @property
     def resolved_mask_roi_op(self) -> str:
@@ -272,23 +278,17 @@ class DetectorConfig:
 
     @property
     def resolved_mask_roi_options(self) -> dict[str, Any]:
-        if self.mask_roi_options is not None:
-            return dict(self.mask_roi_options)
-        if self.resolved_mask_roi_op == self.roi_op:
+        if self.mask_roi_options is None and self.resolved_mask_roi_op == self.roi_op:
             return self.resolved_roi_options
-        return _default_options(self.resolved_mask_roi_op)
+        return get_roi_op(self.resolved_mask_roi_op).resolve_options(self.mask_roi_options)
 
     @property
     def resolved_norm(self) -> str:
-        if self.norm is not None:
-            return self.norm
-        return "gn" if self.weights is None else "frozen_bn"
+        return _resolved_norm(self.norm, self.weights)
 
     @property
     def resolved_trainable_layers(self) -> int:
-        if self.trainable_layers is not None:
-            return self.trainable_layers
-        return 5 if self.weights is None else 3
+        return _resolved_trainable_layers(self.trainable_layers, self.weights)
 
     @property
     def resolved_anchor_sizes(self) -> tuple[float, ...]:
@@ -305,6 +305,36 @@ class DetectorConfig:
     def replace(self, **changes: Any) -> DetectorConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def of_trained(cls, values: Mapping[str, Any]) -> DetectorConfig:
+        """`from_dict` for a detector whose checkpoint replaces every weight: ``weights=None``.
+
+        The run's initial-weights file may not exist on this machine and a weights *name*
+        would download, so it is never read (nor checked); the defaults that depend on
+        `weights` (norm: frozen_bn with weights, gn without; trainable_layers) are pinned
+        first, so the architecture stays the one that was trained.
+        """
+        values = dict(values)
+        weights = values.get("weights")
+        values["norm"] = _resolved_norm(values.get("norm"), weights)
+        values["trainable_layers"] = _resolved_trainable_layers(values.get("trainable_layers"), weights)
+        values["weights"] = None
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists, not tuples): YAML-, JSON- and ``weights_only``-safe, what
+        checkpoints store as ``hyper_parameters["detector"]``."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DetectorConfig:
+        """Inverse of `to_dict` (lists become tuples); an unknown key is a ValueError naming it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"DetectorConfig has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     @classmethod
     def small(cls, **overrides: Any) -> DetectorConfig:
@@ -331,24 +361,38 @@ class DetectorConfig:
         return cls(**base)
 
 
-def _default_options(op: str) -> dict[str, Any]:
-    return {"sampling_ratio": 2} if op in ("roi_align", "roi_warp") else {}
+def _resolved_norm(norm: str | None, weights: str | None) -> str:
+    if norm is not None:
+        return norm
+    return "gn" if weights is None else "frozen_bn"
+
+
+def _resolved_trainable_layers(trainable_layers: int | None, weights: str | None) -> int:
+    if trainable_layers is not None:
+        return trainable_layers
+    return 5 if weights is None else 3
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _check_roi_op(name: str, op: Any) -> None:
+    if not isinstance(op, str) or op not in ROI_OPS:
+        _fail(name, op, f"a registered ROI op, one of {tuple(ROI_OPS)} (plugins: docs/roi_ops.md)")
 
 
 def _check_roi_options(name: str, op: str, options: Any) -> None:
+    """The table's own check (`RoiOpSpec.resolve_options`), reported under this field's name."""
     if options is None:
         return
-    if not isinstance(options, dict):
+    if not isinstance(options, Mapping):
         _fail(name, options, "None or a dict of ROI-op options")
-    allowed = ROI_OP_OPTIONS[op]
-    for key, value in options.items():
-        if key not in allowed:
-            _fail(name, options, f"options of {op!r} only from {allowed or '(none)'}; {key!r} is not one")
-        if key == "sampling_ratio" and (
-            isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1)
-        ):
-            _fail(name, options, "sampling_ratio an int >= 1, or -1 (adaptive)")
-        if key == "aligned" and not isinstance(value, bool):
-            _fail(name, options, "aligned True or False")
-        if key == "mode" and value not in ("avg", "max"):
-            _fail(name, options, "mode 'avg' or 'max'")
+    try:
+        get_roi_op(op).resolve_options(options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"DetectorConfig.{name}={dict(options)!r} is invalid: {err}") from None

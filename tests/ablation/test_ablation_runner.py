@@ -24,7 +24,7 @@ import pytest
 from detector.ablation.cli import main
 from detector.ablation.runner import Commands, RunFailed, split_overrides
 from detector.ablation.runs import RunDir, RunFileWarning, RunSpec
-from detector.ablation.variants import DEFAULT_VARIANTS, Variant, parse_variant, parse_variants
+from detector.ablation.variants import Variant, default_variants, parse_variant, parse_variants
 
 TRAIN = r'''
 import json, os, pathlib, signal, sys
@@ -44,8 +44,8 @@ root.mkdir(parents=True, exist_ok=True)
 ckdir = root / "checkpoints"
 ckdir.mkdir(parents=True, exist_ok=True)
 for epoch in range(start + 1, epochs + 1):
-    state = {"epoch": epoch, "op": opt("--model.roi_op"), "mode": opt("--model.roi_mode"),
-             "stride": int(opt("--model.stride")), "seed": int(opt("--seed_everything"))}
+    state = {"epoch": epoch, "op": opt("--model.detector.roi_op"), "mode": json.loads(opt("--model.detector.roi_options")).get("mode"),
+             "stride": int(opt("--model.detector.stride")), "seed": int(opt("--seed_everything"))}
     ckpt = {"epoch": epoch - 1, "global_step": epoch, "fake": state,
             "loops": {"fit_loop": {"epoch_progress": {"total": {"started": epoch, "processed": epoch}},
                                    "epoch_loop.automatic_optimization.optim_progress": {
@@ -114,12 +114,17 @@ def fake(tmp_path, monkeypatch):
 
 
 def test_variant_names_and_flags():
-    assert [v.name for v in DEFAULT_VARIANTS] == ["roi_pool", "roi_warp_avg", "roi_warp_max",
+    assert [v.name for v in default_variants()] == ["roi_pool", "roi_warp_avg", "roi_warp_max",
                                                   "roi_align_avg", "roi_align_max", "prroi_pool"]
     assert parse_variant("roi_align") == Variant("roi_align", "avg")
     assert parse_variant("roi_align:max") == parse_variant("roi_align max") == Variant("roi_align", "max")
-    assert parse_variant("roi_warp_max").train_flags() == ["--model.roi_op", "roi_warp", "--model.roi_mode", "max"]
-    assert Variant("prroi_pool").train_flags()[-1] == "avg" and Variant("prroi_pool").label == "PrRoIPool"
+    assert parse_variant("roi_warp_max").train_flags() == ["--model.detector.roi_op", "roi_warp",
+                                                           "--model.detector.roi_options", '{"mode": "max"}']
+    # a base config's options reach the ops that take them, never the others
+    base = {"aligned": True, "sampling_ratio": 4}
+    assert parse_variant("roi_align_avg").roi_options(base) == {"aligned": True, "sampling_ratio": 4, "mode": "avg"}
+    assert parse_variant("roi_pool").roi_options(base) == {}
+    assert Variant("prroi_pool").train_flags()[-1] == "{}" and Variant("prroi_pool").label == "PrRoIPool"
     with pytest.raises(ValueError, match="unknown ROI op 'roi_magic'"):
         parse_variant("roi_magic")
     with pytest.raises(ValueError, match="no sampling-point mode"):
@@ -131,8 +136,8 @@ def test_variant_names_and_flags():
 def test_overrides_are_checked():
     groups = split_overrides(["--model.lr", "0.01", "--trainer.max_epochs=2", "--data.min_size", "128"])
     assert [g[0] for g in groups] == ["--model.lr", "--trainer.max_epochs", "--data.min_size"]
-    with pytest.raises(ValueError, match="--model.roi_op is set by the ablation.*--variants"):
-        split_overrides(["--model.roi_op", "roi_pool"])
+    with pytest.raises(ValueError, match="--model.detector.roi_op is set by the ablation.*--variants"):
+        split_overrides(["--model.detector.roi_op", "roi_pool"])
     with pytest.raises(ValueError, match="--seeds"):
         split_overrides(["--seed_everything=3"])
     with pytest.raises(ValueError, match="unknown option '--lr'"):
@@ -151,7 +156,7 @@ def test_runs_tables_and_rerun_skips(fake):
     train_calls = [c for c in calls() if c[0] == "train"]
     assert len(train_calls) == 4
     for c in train_calls:  # pass-through overrides reach every run, variant flags come after them
-        assert c[c.index("--model.lr") + 1] == "0.01" and c.index("--model.lr") < c.index("--model.roi_op")
+        assert c[c.index("--model.lr") + 1] == "0.01" and c.index("--model.lr") < c.index("--model.detector.roi_op")
         assert "--ckpt_path" not in c
     eval_calls = [c for c in calls() if c[0] == "evaluate"]
     assert all(c[1].endswith("last.ckpt") for c in eval_calls)  # the final checkpoint
@@ -254,7 +259,7 @@ def test_results_say_what_is_at_stake_before_training(fake, tmp_path):
     ann.write_text(json.dumps(coco))
     (tmp_path / "img").mkdir()
     config = tmp_path / "coco.yaml"
-    config.write_text(f"model:\n  min_size: 576\n  max_size: 1000\ndata:\n  dataset: coco\n"
+    config.write_text(f"model:\n  detector:\n    min_size: 576\n    max_size: 1000\ndata:\n  dataset: coco\n"
                       f"  train_images: {tmp_path / 'img'}\n  train_annotations: {ann}\n"
                       f"  val_images: {tmp_path / 'img'}\n  val_annotations: {ann}\n")
     main(["--config", str(config), "--out", str(out), "--variants", "roi_pool", "--seeds", "1",

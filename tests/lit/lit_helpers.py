@@ -28,15 +28,15 @@ def tiny_args(data_root: str | os.PathLike, run_dir: str | os.PathLike | None = 
         "--data.root", str(data_root), "--data.synthetic_train", "4", "--data.synthetic_val", "3",
         "--data.synthetic_width", "96", "--data.synthetic_height", "64",
         "--data.batch_size", "2", "--data.num_workers", "0",
-        "--model.min_size", "64", "--model.max_size", "96", "--model.out_channels", "16",
-        "--model.representation_size", "32",
-        "--model.rpn_pre_nms_top_n_train", "100", "--model.rpn_post_nms_top_n_train", "50",
-        "--model.rpn_pre_nms_top_n_test", "100", "--model.rpn_post_nms_top_n_test", "50",
-        "--model.rpn_batch_size_per_image", "32", "--model.box_batch_size_per_image", "32",
+        "--model.detector.min_size", "64", "--model.detector.max_size", "96", "--model.detector.out_channels", "16",
+        "--model.detector.representation_size", "32",
+        "--model.detector.rpn_pre_nms_top_n_train", "100", "--model.detector.rpn_post_nms_top_n_train", "50",
+        "--model.detector.rpn_pre_nms_top_n_test", "100", "--model.detector.rpn_post_nms_top_n_test", "50",
+        "--model.detector.rpn_batch_size_per_image", "32", "--model.detector.box_batch_size_per_image", "32",
         "--model.warmup_steps", "1",
         # an untrained model scores below the usual 0.05: keep its detections so that
         # the evaluation code has something to convert, gather and score
-        "--model.box_score_thresh", "0.0", "--model.box_detections_per_img", "20",
+        "--model.detector.box_score_thresh", "0.0", "--model.detector.box_detections_per_img", "20",
     ]
     if run_dir is not None:
         args += ["--trainer.default_root_dir", str(run_dir)]
@@ -53,13 +53,27 @@ def run_script(script: str, args: list[str], timeout: float = 240, check: bool =
     return proc
 
 
-def tiny_module_kwargs(**overrides) -> dict:
-    """`DetectorModule` arguments matching `tiny_args` (8 classes: 7 shapes + background)."""
-    kwargs = dict(num_classes=8, min_size=64, max_size=96, out_channels=16, representation_size=32,
+def tiny_detector(**overrides):
+    """The `DetectorConfig` of `tiny_args` (8 classes: 7 shapes + background)."""
+    from detector.models import DetectorConfig
+
+    fields = dict(num_classes=8, min_size=64, max_size=96, out_channels=16, representation_size=32,
                   rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=100,
-                  rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=32, box_batch_size_per_image=32,
-                  warmup_steps=1)
-    kwargs.update(overrides)
+                  rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=32, box_batch_size_per_image=32)
+    fields.update(overrides)
+    return DetectorConfig(**fields)
+
+
+def tiny_module_kwargs(**overrides) -> dict:
+    """`DetectorModule` arguments matching `tiny_args`; `overrides` may name module arguments
+    (``lr=...``) or `DetectorConfig` fields (``roi_op=...``), which go into the detector."""
+    import inspect
+
+    from detector.lit import DetectorModule
+
+    module_args = set(inspect.signature(DetectorModule.__init__).parameters) - {"self", "detector"}
+    kwargs = {"warmup_steps": 1, **{k: v for k, v in overrides.items() if k in module_args}}
+    kwargs["detector"] = tiny_detector(**{k: v for k, v in overrides.items() if k not in module_args})
     return kwargs
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from detector.cli import DetectorCLI, EvaluateCLI, default_run_dir
-from detector.lit.module import detector_config_from_hparams
+from detector.models import DetectorConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 BASES = [c for c in CONFIGS if c.parent.name == "configs"]
@@ -38,11 +38,10 @@ def test_config_parses_and_builds_a_valid_detector_config(config, capsys):
     if config in ROI_OVERRIDES:  # an override goes on top of a base
         args = ["--config", str(BASES[-1]), *args]
     resolved = _parse(args, capsys)
-    model = dict(resolved["model"], num_classes=8)
-    cfg = detector_config_from_hparams(model)  # DetectorConfig's own range checks
+    cfg = DetectorConfig.from_dict(dict(resolved["model"]["detector"], num_classes=8))  # its own range checks
     if config in ROI_OVERRIDES:
         raw = yaml.safe_load(config.read_text())
-        assert cfg.roi_op == raw["model"]["roi_op"]
+        assert cfg.roi_op == raw["model"]["detector"]["roi_op"]
 
 
 @pytest.mark.parametrize("override", ROI_OVERRIDES, ids=lambda p: p.stem)
@@ -51,7 +50,9 @@ def test_roi_override_changes_only_the_roi_layer(override, capsys):
     base = _parse(["--config", str(base_file)], capsys)
     over = _parse(["--config", str(base_file), "--config", str(override)], capsys)
     changed = {k for k in base["model"] if base["model"][k] != over["model"][k]}
-    assert changed <= {"roi_op", "roi_mode", "sampling_ratio", "aligned"}
+    assert changed <= {"detector"}
+    detector = base["model"]["detector"]
+    assert {k for k in detector if detector[k] != over["model"]["detector"][k]} <= {"roi_op", "roi_options"}
     assert base["trainer"]["default_root_dir"] is None  # so runs go to runs/<backbone>_s<stride>/<op>
     if override.stem != "roi_align":
         assert default_run_dir(base["model"]) != default_run_dir(over["model"])  # runs do not collide
@@ -62,20 +63,19 @@ def test_unknown_key_is_named_with_suggestions(capsys, tmp_path):
         DetectorCLI(args=["fit", "--model.roi_opp", "roi_pool"])
     err = capsys.readouterr().err
     assert exc.value.code == 2
-    assert "model.roi_opp" in err and "did you mean 'model.roi_op'" in err and "keys of 'model'" in err
+    assert "model.roi_opp" in err and "did you mean 'model.detector.roi_op'" in err and "keys of 'model'" in err
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  backbon: resnet18\n")
     with pytest.raises(SystemExit):
         DetectorCLI(args=["fit", "--config", str(bad)])
     err = capsys.readouterr().err
-    assert "backbon" in err and "did you mean 'model.backbone'" in err
+    assert "backbon" in err and "did you mean 'model.detector.backbone'" in err
 
 
 @pytest.mark.parametrize("flag, value, choices", [
-    ("--model.roi_op", "roi_foo", ["roi_pool", "roi_warp", "roi_align", "prroi_pool"]),
-    ("--model.stride", "8", ["16", "32"]),
-    ("--model.roi_mode", "mean", ["avg", "max"]),
+    ("--model.detector.roi_op", "roi_foo", ["roi_pool", "roi_warp", "roi_align", "prroi_pool"]),
+    ("--model.detector.stride", "8", ["16", "32"]),
     ("--data.dataset", "voc", ["synthetic", "coco"]),
 ])
 def test_bad_value_names_the_key_and_lists_the_choices(flag, value, choices, capsys):
@@ -90,7 +90,7 @@ def test_bad_value_names_the_key_and_lists_the_choices(flag, value, choices, cap
 def test_value_checked_by_a_constructor_is_a_clean_error(capsys, tmp_path):
     # In range for its type, rejected by DetectorConfig: an "error:" line and exit 2, no traceback.
     with pytest.raises(SystemExit) as exc:
-        DetectorCLI(args=["fit", "--model.rpn_nms_thresh", "1.5", "--data.root", str(tmp_path),
+        DetectorCLI(args=["fit", "--model.detector.rpn_nms_thresh", "1.5", "--data.root", str(tmp_path),
                           "--trainer.default_root_dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "rpn_nms_thresh" in err and "Traceback" not in err
@@ -98,7 +98,7 @@ def test_value_checked_by_a_constructor_is_a_clean_error(capsys, tmp_path):
 
 def test_num_classes_comes_from_the_data(capsys):
     with pytest.raises(SystemExit):
-        DetectorCLI(args=["fit", "--model.num_classes", "5"])
+        DetectorCLI(args=["fit", "--model.detector.num_classes", "5"])
     assert "num_classes" in capsys.readouterr().err  # a link target, not a user key
 
 

@@ -78,7 +78,7 @@ def _variant(trained_run, tmp_path, name, edit):
 def _other_class_count(ckpt):
     module = DetectorModule(**tiny_module_kwargs(num_classes=5))
     ckpt["state_dict"] = module.state_dict()
-    ckpt["hyper_parameters"]["num_classes"] = 5
+    ckpt["hyper_parameters"]["detector"]["num_classes"] = 5
     ckpt["detector"]["category_ids"] = [1, 2, 3, 4]
     ckpt["detector"]["category_names"] = ckpt["detector"]["category_names"][:4]
 
@@ -88,7 +88,7 @@ def _other_categories(ckpt):
 
 
 def _other_architecture(ckpt):
-    ckpt["hyper_parameters"]["backbone"] = "resnet34"  # weights are resnet18's
+    ckpt["hyper_parameters"]["detector"]["backbone"] = "resnet34"  # weights are resnet18's
 
 
 def _other_model(ckpt):
@@ -131,33 +131,33 @@ def test_output_is_required(trained_run, capsys):
 def test_checkpoint_whose_start_weights_file_is_gone_still_evaluates(trained_run, tmp_path):
     """A run started from a local weights file must evaluate where that file does not exist:
     the checkpoint's state_dict replaces those weights, so they are never re-read."""
-    from detector.evaluation.checkpoints import load_detector
+    from detector.checkpointing import load_detector
 
     def started_from_file(ckpt):
-        ckpt["hyper_parameters"]["weights"] = str(tmp_path / "gone" / "resnet18-imagenet.pth")
-        ckpt["hyper_parameters"]["norm"] = "gn"  # what the tiny run trained with (explicit, as with weights it must be)
+        ckpt["hyper_parameters"]["detector"]["weights"] = str(tmp_path / "gone" / "resnet18-imagenet.pth")
+        ckpt["hyper_parameters"]["detector"]["norm"] = "gn"  # what the tiny run trained with (explicit, as with weights it must be)
 
     path = _variant(trained_run, tmp_path, "from_weights", started_from_file)
     loaded = load_detector(path)
     reference = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")["state_dict"]
-    for key, value in loaded.module.state_dict().items():
-        assert torch.equal(value, reference[key]), key
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, reference["model." + key]), key
 
 
 def test_pretrained_start_with_default_norm_keeps_its_architecture(trained_run, tmp_path):
     """norm=None means frozen_bn when the run started from weights: evaluation, which never
     re-reads those weights, must still build frozen BN (not gn) to fit the state_dict."""
-    from detector.evaluation.checkpoints import load_detector
+    from detector.checkpointing import load_detector
 
     frozen = DetectorModule(**tiny_module_kwargs(norm="frozen_bn"))
 
     def pretrained_start(ckpt):
         ckpt["state_dict"] = frozen.state_dict()
-        ckpt["hyper_parameters"].update(weights=str(tmp_path / "gone.pth"), norm=None, trainable_layers=None)
+        ckpt["hyper_parameters"]["detector"].update(weights=str(tmp_path / "gone.pth"), norm=None, trainable_layers=None)
 
     loaded = load_detector(_variant(trained_run, tmp_path, "pretrained", pretrained_start))
-    assert loaded.module.detector_config.resolved_norm == "frozen_bn"
-    assert loaded.module.detector_config.resolved_trainable_layers == 3
+    assert loaded.config.resolved_norm == "frozen_bn"
+    assert loaded.config.resolved_trainable_layers == 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,15 +305,16 @@ def test_disk_full_while_writing_is_one_line_naming_the_file(trained_run, tmp_pa
     import errno
     import os
 
-    from detector import checkpointing
-    from detector.evaluation import report
+    from detector import io
 
-    def full_disk(path, data):
-        def write(f):
+    real_atomic_write = io.atomic_write
+
+    def full_disk(path, write):
+        def no_space(f):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        checkpointing.atomic_write(path, write)
+        real_atomic_write(path, no_space)
 
-    monkeypatch.setattr(report, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(io, "atomic_write", full_disk)
     out_dir = tmp_path / "eval"
     with pytest.raises(SystemExit) as exc:
         main_evaluate(args=[str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out_dir)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
 
 import pytest
@@ -12,38 +10,38 @@ import torch
 from lit_helpers import tiny_datamodule, tiny_module_kwargs
 
 from detector.checkpointing import load_checkpoint
-from detector.lit.module import HIDDEN_CONFIG_FIELDS, DetectorModule, detector_config_from_hparams
+from detector.lit.module import DetectorModule
 from detector.models import DetectorConfig
 
 
-def test_module_arguments_mirror_detector_config():
-    params = inspect.signature(DetectorModule.__init__).parameters
-    for f in dataclasses.fields(DetectorConfig):
-        if f.name in HIDDEN_CONFIG_FIELDS:
-            continue
-        assert f.name in params, f"DetectorConfig.{f.name} is not a DetectorModule argument"
-        assert params[f.name].default == f.default, f.name
-        assert str(params[f.name].annotation) == str(f.type), f.name
-
-
-def _hparams(**kw):
-    params = inspect.signature(DetectorModule.__init__).parameters
-    hp = {k: p.default for k, p in params.items() if k != "self"}
-    hp.update(kw)
-    return hp
+def test_the_detector_is_one_argument_stored_as_plain_values():
+    cfg = DetectorConfig.small(num_classes=8, roi_op="roi_align", roi_options={"mode": "max"})
+    module = DetectorModule(detector=cfg, lr=0.01)
+    assert module.detector_config is cfg
+    assert module.hparams["detector"] == cfg.to_dict() and module.hparams["lr"] == 0.01
+    assert all(isinstance(v, (str, int, float, bool, list, dict, type(None))) for v in module.hparams["detector"].values())
+    again = DetectorModule(**dict(module.hparams))  # a dict of the fields is accepted, as hparams read back are
+    assert again.detector_config == cfg
 
 
 @pytest.mark.parametrize("op", ["roi_align", "roi_warp"])
-def test_flat_roi_options_reach_the_config(op):
-    cfg = detector_config_from_hparams(_hparams(roi_op=op, roi_mode="max", sampling_ratio=-1, aligned=True))
-    assert cfg.roi_op == op and cfg.resolved_roi_options == {"mode": "max", "sampling_ratio": -1, "aligned": True}
+def test_roi_options_complete_with_the_tables_defaults(op):
+    cfg = DetectorConfig(roi_op=op, roi_options={"mode": "max", "sampling_ratio": -1, "aligned": True})
+    assert cfg.resolved_roi_options == {"mode": "max", "sampling_ratio": -1, "aligned": True}
+    assert DetectorConfig(roi_op=op, roi_options={"mode": "max"}).resolved_roi_options == {
+        "mode": "max", "sampling_ratio": 2, "aligned": False}
 
 
 @pytest.mark.parametrize("op", ["roi_pool", "prroi_pool"])
 def test_ops_without_options(op):
-    assert detector_config_from_hparams(_hparams(roi_op=op)).resolved_roi_options == {}
-    with pytest.raises(ValueError, match="roi_mode='max' applies to roi_align and roi_warp only"):
-        detector_config_from_hparams(_hparams(roi_op=op, roi_mode="max"))
+    assert DetectorConfig(roi_op=op).resolved_roi_options == {}
+    with pytest.raises(ValueError, match="roi_options"):
+        DetectorConfig(roi_op=op, roi_options={"mode": "max"})
+
+
+def test_detector_must_be_a_detector_config():
+    with pytest.raises(TypeError, match="DetectorConfig"):
+        DetectorModule(detector="resnet18")
 
 
 def test_bad_optimizer_values_are_named():

@@ -17,11 +17,11 @@ OPS = [("roi_pool", "avg"), ("roi_warp", "avg"), ("roi_align", "avg"), ("roi_ali
 @pytest.mark.parametrize("op, mode", OPS, ids=[f"{o}-{m}" for o, m in OPS])
 def test_fast_dev_run_through_the_cli_for_each_roi_op(op, mode, data_root, tmp_path):
     cli = DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1",
-                            "--model.roi_op", op, "--model.roi_mode", mode])
+                            "--model.detector.roi_op", op, "--model.detector.roi_options", f'{{"mode": "{mode}"}}' if op in ("roi_align", "roi_warp") else "{}"])
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert cli.model.detector_config.roi_op == op
     assert cli.model.detector_config.resolved_roi_options.get("mode", "avg") == mode
-    assert cli.model.hparams.num_classes == 8  # linked from the data: 7 shapes + background
+    assert cli.model.hparams.detector["num_classes"] == 8  # linked from the data: 7 shapes + background
     assert "val/bbox_AP" in cli.trainer.callback_metrics and "val/bbox_AP50" in cli.trainer.callback_metrics
 
 
@@ -33,7 +33,7 @@ def test_a_run_leaves_best_last_and_logs(trained_run):
     assert last["detector"]["category_ids"] == [1, 2, 3, 4, 5, 6, 7]
     assert last["detector"]["category_names"][0] == "circle"
     assert last["datamodule_hyper_parameters"]["synthetic_width"] == 96
-    assert last["hyper_parameters"]["num_classes"] == 8
+    assert last["hyper_parameters"]["detector"]["num_classes"] == 8
     assert any(isinstance(v, torch.Tensor) for v in last["state_dict"].values())
     rows = list(csv.DictReader(open(next(trained_run.glob("csv/version_*/metrics.csv")))))
     assert any(r.get("val/bbox_AP") for r in rows) and any(r.get("train/loss") for r in rows)
@@ -44,14 +44,18 @@ def test_a_run_leaves_best_last_and_logs(trained_run):
 
 def test_mask_rcnn_validation_reports_segm_ap(data_root, tmp_path):
     cli = DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1",
-                            "--model.mask", "true", "--data.masks", "true", "--model.mask_head_layers", "[16]",
-                            "--model.mask_dim_reduced", "16"])
+                            "--model.detector.mask", "true", "--data.masks", "true", "--model.detector.mask_head_layers", "[16]",
+                            "--model.detector.mask_dim_reduced", "16"])
     metrics = cli.trainer.callback_metrics
     assert "val/segm_AP" in metrics and "val/segm_AP50" in metrics and "val/bbox_AP" in metrics
-    results = cli.model.last_evaluation.results
+    # what evaluate.py scores: the same conversion, outside Lightning
+    from detector.evaluation import detect
+
+    model, datamodule = cli.model.model, cli.datamodule
+    results = [r for rs in detect(model, datamodule.val_dataloader(), cli.model.category_ids, masks=True).values() for r in rs]
     assert results and all("segmentation" in r and isinstance(r["segmentation"]["counts"], str) for r in results)
 
 
 def test_mask_model_without_mask_data_is_a_clean_error(data_root, tmp_path, capsys):
     with pytest.raises(ValueError, match="data.masks: true"):
-        DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1", "--model.mask", "true"])
+        DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1", "--model.detector.mask", "true"])

@@ -12,11 +12,13 @@ import time
 import pytest
 import torch
 
-from detector.checkpointing import AtomicCheckpointIO, atomic_write_bytes, load_checkpoint
+from detector.checkpointing import load_checkpoint
+from detector.io import atomic_write_bytes
+from detector.lit.checkpoints import AtomicCheckpointIO
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from detector.checkpointing import AtomicCheckpointIO
+    from detector.lit.checkpoints import AtomicCheckpointIO
     io, path, i = AtomicCheckpointIO(), sys.argv[1], 0
     while True:  # ~12 MB per save: each one takes long enough to be interrupted
         io.save_checkpoint({"i": i, "w": torch.full((3_000_000,), float(i))}, path)

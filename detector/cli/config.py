@@ -1,0 +1,52 @@
+"""Read train.py's options without training: the one config reader for every tool.
+
+The ablation, the quantization analysis and the data benchmark all need "the settings a
+``train.py fit --config A.yaml --config B.yaml --model.detector.stride 32`` would use". They
+get them from train.py's own parser (`DetectorCLI`'s), so layered configs, ``--x.y``
+overrides, defaults, types and error messages are jsonargparse's, never a hand-written
+YAML merge that could disagree with the real run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jsonargparse import Namespace
+
+
+def read_train_config(args: Sequence[str]) -> Namespace:
+    """The options ``train.py fit <args>`` would run with, parsed and validated, nothing built.
+
+    `args` are train.py's ``fit`` arguments (``["--config", "configs/quickstart.yaml",
+    "--model.detector.stride", "32"]``). Returns the parsed `jsonargparse.Namespace`:
+    ``cfg.model.detector.stride``, ``cfg.data.dataset``, ``cfg.trainer.max_epochs``...
+    Raises ValueError with jsonargparse's message (which names the key) on a bad option.
+    """
+    from detector.cli.train import DetectorCLI
+
+    class ParseOnly(DetectorCLI):
+        """train.py's CLI stopped after parsing ``fit``: no seeding, no classes, no run."""
+
+        def _set_seed(self) -> None:  # Lightning's hook that seeds the RNGs after parsing: not for a reader
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _run_subcommand(self, subcommand: str | None) -> None:
+            pass
+
+    try:
+        cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None, load_from_checkpoint_support=False)
+    except SystemExit as exit_:  # jsonargparse printed the message (naming the key) on stderr
+        raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: {exit_}") from None
+    return cli.config["fit"]
+
+
+def section(config: Namespace, key: str) -> dict[str, Any]:
+    """``config[key]`` as a plain dict (``{}`` when absent): e.g. ``section(cfg, "data")``."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    return value.as_dict() if isinstance(value, Namespace) else dict(value)
