@@ -15,10 +15,23 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from detector.ops import ROI_OPS
+
 from .coco_boxes import SIZE_LABELS
 
-OP_COLORS = {"roi_pool": "tab:red", "roi_warp": "tab:orange", "roi_align": "tab:blue",
-             "prroi_pool": "tab:green"}
+#: Colour of an op not in the variant table.
+UNKNOWN_OP_COLOR = "tab:gray"
+
+
+def op_color(op: str) -> str:
+    """The op's colour from the variant table (``RoiOpSpec.color``); gray for an unknown name."""
+    spec = ROI_OPS.get(op)
+    return UNKNOWN_OP_COLOR if spec is None else spec.color
+
+
+#: op name -> colour, read from the variant table when this module is imported (plugins
+#: named in DETECTOR_PLUGINS are in it by then); :func:`op_color` reads it live.
+OP_COLORS = {name: spec.color for name, spec in ROI_OPS.items()}
 SIZE_COLORS = {"small": "tab:purple", "medium": "tab:olive", "large": "tab:cyan"}
 
 
@@ -74,7 +87,7 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
         if len(idx) > max_points:
             idx = rng.choice(idx, max_points, replace=False)
         for op, rec in per_box.items():
-            ax.scatter(side[idx], rec["iou"][idx], s=6, alpha=0.5, color=OP_COLORS.get(op), label=op)
+            ax.scatter(side[idx], rec["iou"][idx], s=6, alpha=0.5, color=op_color(op), label=op)
         ax.set(xscale="log", ylim=(0, 1.02), title=f"stride {stride}: IoU vs object size",
                xlabel="sqrt(box area) [px, at the analysed scale]", ylabel="IoU")
         ax.xaxis.set_major_formatter(ScalarFormatter())

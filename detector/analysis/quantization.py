@@ -1,7 +1,7 @@
 """How much does RoIPool's quantization cost on *your* boxes? Measured before any training.
 
 For every ground-truth box of a COCO file, at a backbone stride, this computes the image
-region each ROI layer reads (:mod:`.regions`, the rules of ``shared/ROI_OPS.md``) and reports,
+region each ROI layer reads (:mod:`.regions`, the rules of ``docs/roi_ops.md``) and reports,
 by COCO object size:
 
 - the IoU between the true box and that region (the slides' box at stride 32: 0.652, so a
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .coco_boxes import SIZE_LABELS, GroundTruthBoxes, load_gt_boxes
-from .regions import REGION_OPS, paired_iou, read_region, roi_pool_bin_iou
+from .regions import paired_iou, read_region, region_ops, roi_pool_bin_iou
 from .sources import Source, default_dataset, from_config
 from .tables import markdown_table, write_csv, write_json
 
@@ -54,14 +54,15 @@ DISPLAY_HEADERS = ("stride", "op", "size", "boxes", "IoU mean", "IoU p10", "IoU 
 
 
 def measure(boxes: np.ndarray, stride: float, output_size=7, image_sizes=None,
-            aligned: bool = True, ops=REGION_OPS) -> dict:
+            aligned: bool = True, ops=None) -> dict:
     """Per-box measurements for each op: ``{op: {"region", "iou", "shift"[, "bin_iou"]}}``.
 
     boxes (float[K, 4]) as (x1, y1, x2, y2); image_sizes (float[K, 2]) as (W, H) or None.
-    ``shift`` (float[K, 4]) is region minus box per edge, in image pixels.
+    ``shift`` (float[K, 4]) is region minus box per edge, in image pixels. ``ops``: names
+    from the variant table; None = every op with a read region (:func:`.regions.region_ops`).
     """
     out = {}
-    for op in ops:
+    for op in region_ops() if ops is None else ops:
         region = read_region(boxes, stride, op, image_sizes=image_sizes, aligned=aligned)
         rec = {"region": region, "iou": paired_iou(boxes, region), "shift": region - boxes}
         if op == "roi_pool":

@@ -1,6 +1,6 @@
 """RoIAlign avg mode: our C++ CPU kernel, torchvision's kernel everywhere else.
 
-Both compute ``shared/ROI_OPS.md`` "RoIAlign, mode=avg", which *is*
+Both compute ``docs/roi_ops.md`` "RoIAlign, mode=avg", which *is*
 ``torchvision.ops.roi_align``. Which path runs (chosen by measurement):
 
 - CPU float32/float64 with the extension built: ``csrc/align_avg.cpp`` wrapped in
@@ -12,7 +12,7 @@ Both compute ``shared/ROI_OPS.md`` "RoIAlign, mode=avg", which *is*
   The forward equals torchvision's exactly; the backward to rounding (tests/ops).
 - Otherwise (CUDA, no compiler): ``torch.ops.torchvision.roi_align`` with its autograd
   (:func:`align_avg_torch`). torchvision does not cap the adaptive grid, so the rare boxes
-  whose grid reaches ``_common.MAX_SAMPLING_GRID`` (only absurd boxes: over 64 cells per
+  whose grid reaches ``options.MAX_SAMPLING_GRID`` (only absurd boxes: over 64 cells per
   bin) are computed on their capped grid instead, as the C++ kernel does: torchvision's
   RoIAlign with output ``(PH*gh, PW*gw)`` and one sample per cell gives every sample (the
   same trick as ``_align_max``), and a mean over each ``(gh, gw)`` window gives the bin.
@@ -29,8 +29,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import MAX_SAMPLING_GRID, adaptive_grid_capped, align_grids, grid_chunks
+from ._common import adaptive_grid_capped, align_grids, grid_chunks
 from ._extension import load_extension
+from .options import MAX_SAMPLING_GRID
 
 
 class _AlignAvgFunction(torch.autograd.Function):

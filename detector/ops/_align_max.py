@@ -1,6 +1,6 @@
 """RoIAlign max mode: the C++ CPU kernel and a vectorized pure-PyTorch path.
 
-Both compute ``shared/ROI_OPS.md`` "RoIAlign, mode=max" on checked inputs (see
+Both compute ``docs/roi_ops.md`` "RoIAlign, mode=max" on checked inputs (see
 ``_common.prepare``): the maximum of each bin's ``gh x gw`` bilinear samples, the gradient
 to the four neighbours of the arg-max sample, ties to the first sample in row-major order.
 
@@ -18,7 +18,7 @@ Which path runs (chosen by measurement, ``benchmarks/roi_ops.py``):
   distinct ``(gh, gw)`` (a loop over groups, not boxes) and chunked to bound memory; the
   backward reuses torchvision's RoIAlign backward (see :class:`_AlignMaxTorchFunction`).
 
-Both paths cap the adaptive grid at ``_common.MAX_SAMPLING_GRID`` points per bin side
+Both paths cap the adaptive grid at ``options.MAX_SAMPLING_GRID`` points per bin side
 (``_common.align_grids``, ``kMaxGrid`` in C++), so a box of 1e30 costs at most 64 x 64
 samples per bin.
 """

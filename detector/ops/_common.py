@@ -8,7 +8,7 @@ kernels compute in, and neutralize rows whose coordinates are NaN or infinite; t
 
 Why neutralize: a NaN that reaches a C/C++ kernel is cast to ``int`` there, which is
 undefined behaviour (crash, garbage, or an endless loop). The contract
-(``shared/ROI_OPS.md``) says such samples read 0, so :func:`prepare` swaps every
+(``docs/roi_ops.md``) says such samples read 0, so :func:`prepare` swaps every
 non-finite row for a harmless finite dummy box and hands back a mask; :func:`finish`
 writes 0 into those rows with ``torch.where`` so they also get no gradient. A row with
 any non-finite coordinate reads 0 in every bin (every one of its samples is affected).
@@ -24,7 +24,7 @@ shares the rule:
   :func:`run` returns zero rows ``(K, C, PH, PW)`` (zero gradient) without calling a
   kernel, whose bilinear rule would index row ``H - 1 = -1`` (torchvision's RoIAlign
   segfaults there; its RoIPool returns 0, which this matches).
-- Sampling grids (RoIAlign / RoIWarp) are bounded by :data:`MAX_SAMPLING_GRID` points per
+- Sampling grids (RoIAlign / RoIWarp) are bounded by :data:`.options.MAX_SAMPLING_GRID` points per
   bin side: an explicit ``sampling_ratio`` above it is refused, and the adaptive grid
   ``ceil(bin size)`` is capped at it (:func:`align_grids`), so a box of 1e30 costs at
   most ``PH*PW*64*64`` samples instead of looping for ever.
@@ -42,6 +42,8 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_align / roi_pool)
 from torch import Tensor
+
+from .options import MAX_SAMPLING_GRID
 
 BoxesType = Union[Tensor, Sequence[Tensor]]
 
@@ -73,37 +75,6 @@ def check_scale(spatial_scale) -> float:
     if not (scale > 0 and scale < float("inf")):
         raise ValueError(f"spatial_scale must be finite and > 0 (1 / stride), got {spatial_scale!r}")
     return scale
-
-
-# Most sampling points per bin side (RoIAlign / RoIWarp), for an explicit sampling_ratio and
-# for the adaptive grid alike; csrc/align_common.h holds the same number (kMaxGrid), and
-# _extension.py refuses a build where they differ. Why 64: realistic grids are 1-4
-# (Mask R-CNN uses 2, detectron2 adaptive), and the cap only changes an adaptive grid
-# ceil(bin size) for bins over 64 feature cells, i.e. boxes over 448 cells with a 7 x 7
-# output (7168 px at stride 16, 1792 px even at stride 4): no box of a real image. 64 x 64
-# = 4096 points per bin keep even an absurd box at ~200k samples per channel for a 7 x 7
-# output, a few milliseconds, where torchvision's uncapped grid for a box of 1e30 never
-# finishes (and casts the grid size to int, undefined behaviour).
-MAX_SAMPLING_GRID = 64
-
-
-def check_sampling_ratio(sampling_ratio) -> int:
-    """An int; ``<= 0`` means adaptive, else at most :data:`MAX_SAMPLING_GRID` points per bin side."""
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
-        raise TypeError(f"sampling_ratio must be an int (<= 0 means adaptive), got {sampling_ratio!r}")
-    if sampling_ratio > MAX_SAMPLING_GRID:
-        raise ValueError(
-            f"sampling_ratio {sampling_ratio} is above the limit of {MAX_SAMPLING_GRID} points per bin side "
-            f"({MAX_SAMPLING_GRID}x{MAX_SAMPLING_GRID} per bin); use at most {MAX_SAMPLING_GRID} (2 is usual), "
-            "or -1 for adaptive"
-        )
-    return sampling_ratio
-
-
-def check_mode(mode) -> str:
-    if mode not in ("avg", "max"):
-        raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
-    return mode
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -262,6 +233,9 @@ def grid_chunks(grids: Tensor, per_sample: int, budget: int) -> Iterator[tuple[i
 
 def round_half_away(v: Tensor) -> Tensor:
     """C's ``round``: halves go away from zero (``torch.round`` rounds half to even).
+
+    The project's one rounding rule (RoIPool's and RoIWarp's snapping, and the read regions
+    of :mod:`.regions`); public as ``detector.ops.round_half_away``.
 
     ``trunc`` plus the sign when the exact fraction ``v - trunc(v)`` is at least 1/2;
     ``floor(|v| + 0.5)`` would round 0.49999997 up, because the sum rounds to 1.0.

@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from ._common import MAX_SAMPLING_GRID
+from .options import MAX_SAMPLING_GRID
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = ("align_avg.cpp", "align_max.cpp", "prroi_pool.cpp")
@@ -92,7 +92,7 @@ class Kernels:
         lib.detector_align_grid_limit.argtypes, lib.detector_align_grid_limit.restype = [], _I64
         if lib.detector_align_grid_limit() != MAX_SAMPLING_GRID:  # one limit, two languages
             raise RuntimeError(
-                f"csrc kMaxGrid is {lib.detector_align_grid_limit()} but _common.MAX_SAMPLING_GRID is "
+                f"csrc kMaxGrid is {lib.detector_align_grid_limit()} but options.MAX_SAMPLING_GRID is "
                 f"{MAX_SAMPLING_GRID}; make them equal"
             )
         self.lib = lib

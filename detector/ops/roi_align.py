@@ -15,7 +15,7 @@ bilinear interpolation (``sampling_ratio=2`` is the slides' 2x2 = 4 points per c
 
 ``aligned=True`` shifts the box by half a cell (``-0.5``) so that pixel centres line up,
 which is what detectron2 uses; ``aligned=False`` is the original Mask R-CNN behaviour and
-clamps tiny boxes to one cell. Exact rules: ``shared/ROI_OPS.md``.
+clamps tiny boxes to one cell. Exact rules: ``docs/roi_ops.md``.
 
 Example:
     >>> import torch
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._common import BoxesType, check_mode, check_sampling_ratio, check_scale, pair, prepare, run
+from ._common import BoxesType, check_scale, pair, prepare, run
+from .options import check_aligned, check_mode, check_sampling_ratio
 
 
 def _align_checked(
@@ -74,11 +75,12 @@ def roi_align(
         spatial_scale (float): image -> feature coordinates, ``1 / stride``.
         sampling_ratio (int): points per bin along each axis, at most 64 (``ValueError`` above);
             ``<= 0`` means adaptive, ``ceil(bin_size)`` per box, capped at 64. The cap
-            (``_common.MAX_SAMPLING_GRID``) only touches bins over 64 feature cells (with a
+            (``detector.ops.MAX_SAMPLING_GRID``) only touches bins over 64 feature cells (with a
             7 x 7 output, boxes over 448 cells: 7168 px at stride 16), where 4096 points per
             bin still average it finely; torchvision has no cap and never finishes on a box
             of 1e30.
-        aligned (bool): shift the box by -0.5 cell (pixel-centre alignment).
+        aligned (bool): shift the box by -0.5 cell (pixel-centre alignment); a bool (or 0 / 1),
+            ``TypeError`` otherwise.
         mode (str): ``"avg"`` or ``"max"`` over a bin's points.
 
     Returns:
@@ -88,10 +90,11 @@ def roi_align(
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
     sampling_ratio = check_sampling_ratio(sampling_ratio)
+    aligned = check_aligned(aligned)
     check_mode(mode)
     p = prepare(input, boxes, scale)
     return run(
-        p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, scale, sampling_ratio, bool(aligned), mode, p.extent)
+        p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, scale, sampling_ratio, aligned, mode, p.extent)
     )
 
 
@@ -105,7 +108,7 @@ class RoIAlign(nn.Module):
         self.output_size = pair(output_size)
         self.spatial_scale = check_scale(spatial_scale)
         self.sampling_ratio = check_sampling_ratio(sampling_ratio)
-        self.aligned = bool(aligned)
+        self.aligned = check_aligned(aligned)
         self.mode = check_mode(mode)
 
     def forward(self, input: Tensor, boxes: BoxesType) -> Tensor:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import BoxesType, check_mode, check_sampling_ratio, check_scale, pair, prepare, round_half_away, run
+from ._common import BoxesType, check_scale, pair, prepare, round_half_away, run
+from .options import check_aligned, check_mode, check_sampling_ratio
 from .roi_align import RoIAlign, _align_checked, roi_align  # noqa: F401  (roi_align: docstring example)
 
 
@@ -45,12 +46,13 @@ def roi_warp(
     ph, pw = pair(output_size)
     scale = check_scale(spatial_scale)
     sampling_ratio = check_sampling_ratio(sampling_ratio)
+    aligned = check_aligned(aligned)
     check_mode(mode)
     p = prepare(input, boxes, scale)
     snapped = round_half_away(p.rois[:, 1:] * scale)  # (K, 4) grid lines, in feature cells
     p.rois = torch.cat([p.rois[:, :1], snapped], 1)
     extent = p.extent + 1  # snapping moves each side by at most one cell
-    return run(p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, 1.0, sampling_ratio, bool(aligned), mode, extent))
+    return run(p, ph, pw, lambda x, r: _align_checked(x, r, ph, pw, 1.0, sampling_ratio, aligned, mode, extent))
 
 
 class RoIWarp(RoIAlign):

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from detector.analysis.regions import (feature_sizes, paired_iou, read_region, roi_pool_bin_iou,
-                                       roi_pool_cells, round_half_away)
+from detector.analysis.plots import OP_COLORS, op_color
+from detector.analysis.regions import (
+    feature_sizes,
+    paired_iou,
+    read_region,
+    region_ops,
+    roi_pool_bin_iou,
+    roi_pool_cells,
+    round_half_away,
+)
+from detector.ops import ROI_OPS
+from detector.ops import round_half_away as ops_round_half_away
 
 SLIDES_BOX = np.array([[300.0, 210.0, 530.0, 390.0]])
 SLIDES_IMAGE = np.array([[800.0, 576.0]])
@@ -56,6 +66,24 @@ def brute_force(box, stride, out, img):
 def test_round_half_away_from_zero():
     np.testing.assert_array_equal(round_half_away(np.array([0.5, 1.5, 2.5, -0.5, -2.5, 2.4])),
                                   [1, 2, 3, -1, -3, 2])
+
+
+def test_rounding_is_the_ops_own():
+    """The largest double below 0.5 stays 0: floor(|v| + 0.5), the analysis's old copy, gave 1
+    (the sum rounds to 1.0); now it is detector.ops.round_half_away itself."""
+    below_half = 0.49999999999999994
+    v = np.array([below_half, -below_half, 7.5, -7.5])
+    np.testing.assert_array_equal(round_half_away(v), [0, 0, 8, -8])
+    np.testing.assert_array_equal(round_half_away(v), ops_round_half_away(torch.from_numpy(v)).numpy())
+
+
+def test_region_ops_and_colours_come_from_the_variant_table():
+    assert region_ops() == tuple(n for n, s in ROI_OPS.items() if s.region is not None)
+    assert region_ops()[:3] == ("roi_pool", "roi_warp", "roi_align") and "prroi_pool" not in region_ops()
+    assert OP_COLORS == {n: s.color for n, s in ROI_OPS.items()}
+    assert op_color("roi_align") == ROI_OPS["roi_align"].color and op_color("no_such_op") == "tab:gray"
+    for name in region_ops():  # read_region runs each op's own region function
+        np.testing.assert_array_equal(read_region(SLIDES_BOX, 32, name), ROI_OPS[name].region(SLIDES_BOX, 32.0))
 
 
 def test_slides_box_snaps_to_cols_9_17_rows_7_12_iou_0652():

@@ -20,7 +20,6 @@ import math
 import torch
 from torch import Tensor
 
-
 MAX_GRID = 64  # most sampling points per bin side (the ops' documented cap)
 
 

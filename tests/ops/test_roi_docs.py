@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["roi_pool", "roi_align", "roi_warp", "prroi_pool", "registry"]
+MODULES = ["roi_pool", "roi_align", "roi_warp", "prroi_pool", "registry", "options", "regions"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,35 +1,29 @@
-"""Every bad-input rule of ROI_OPS.md, NaN/inf boxes, half types and K == 0, for every op."""
+"""Every bad-input rule of docs/roi_ops.md, NaN/inf boxes, half types and K == 0, for every op of
+detector.ops in the variant table (each mode, at two option settings: roi_variants.contract_variants)."""
 
 import math
 
 import pytest
 import torch
 from conftest import SCALE
-from roi_reference import prroi_ref, roi_align_ref, roi_pool_ref, roi_warp_ref
+from roi_variants import REFERENCES, contract_variants
 
-from detector.ops import prroi_pool, roi_align, roi_pool, roi_warp
+import detector.ops as ops
+from detector.ops import get_roi_op, prroi_pool, roi_align, roi_warp
 
-# name -> (function with the op's options bound, loop reference)
-OPS = {
-    "roi_pool": (lambda x, b, size=2, s=SCALE: roi_pool(x, b, size, s), lambda x, b: roi_pool_ref(x, b, 2, 2, SCALE)),
-    "roi_warp": (
-        lambda x, b, size=2, s=SCALE: roi_warp(x, b, size, s, 2),
-        lambda x, b: roi_warp_ref(x, b, 2, 2, SCALE, 2, False, "avg"),
-    ),
-    "roi_align_avg": (
-        lambda x, b, size=2, s=SCALE: roi_align(x, b, size, s, -1, True),
-        lambda x, b: roi_align_ref(x, b, 2, 2, SCALE, -1, True, "avg"),
-    ),
-    "roi_align_max": (
-        lambda x, b, size=2, s=SCALE: roi_align(x, b, size, s, 2, False, "max"),
-        lambda x, b: roi_align_ref(x, b, 2, 2, SCALE, 2, False, "max"),
-    ),
-    "roi_warp_max": (
-        lambda x, b, size=2, s=SCALE: roi_warp(x, b, size, s, -1, True, "max"),
-        lambda x, b: roi_warp_ref(x, b, 2, 2, SCALE, -1, True, "max"),
-    ),
-    "prroi_pool": (lambda x, b, size=2, s=SCALE: prroi_pool(x, b, size, s), lambda x, b: prroi_ref(x, b, 2, 2, SCALE)),
-}
+
+def _function(name: str, options: dict):
+    """The op's function with ``options`` bound, and its slow reference (output size 2 x 2)."""
+    resolved = get_roi_op(name).resolve_options(options)
+
+    def op(x, b, size=2, s=SCALE):
+        return getattr(ops, name)(x, b, size, s, **resolved)
+
+    return op, lambda x, b: REFERENCES[name](x, b, 2, 2, SCALE, resolved)
+
+
+# variant id -> (function with the op's options bound, loop reference), from the variant table
+OPS = {vid: _function(name, options) for vid, (name, options) in contract_variants().items()}
 NAMES = list(OPS)
 
 

@@ -19,10 +19,18 @@ import torch
 from roi_hostile import CASES, KERNEL_CALLS, SIZE, pairs
 from roi_reference import roi_align_ref, roi_warp_ref
 
+# Internals on purpose: the device fixture switches the avg/max dispatch to the pure-PyTorch path,
+# and the hostile cases call the C++ kernels directly.
 import detector.ops._align_avg as avg_module
 import detector.ops._align_max as max_module
-from detector.ops import RoIAlign, RoIWarp, build_roi_op, roi_align, roi_warp
-from detector.ops._common import MAX_SAMPLING_GRID
+from detector.ops import (
+    MAX_SAMPLING_GRID,
+    RoIAlign,
+    RoIWarp,
+    build_roi_op,
+    roi_align,
+    roi_warp,
+)
 from detector.ops._extension import load_extension
 
 HOSTILE = Path(__file__).with_name("roi_hostile.py")
@@ -137,10 +145,12 @@ def test_modules_refuse_sampling_ratio_above_the_limit():
     for make in (
         lambda: RoIAlign(7, 1 / 16, sampling_ratio=10**6),
         lambda: RoIWarp(7, 1 / 16, sampling_ratio=10**6),
-        lambda: build_roi_op("roi_align", 7, 1 / 16, sampling_ratio=10**6, mode="max"),
     ):
         with pytest.raises(ValueError, match="sampling_ratio 1000000 is above the limit of 64"):
             make()
+    # build_roi_op checks with the table's rule (the same predicate) and names op, key and rule
+    with pytest.raises(ValueError, match=r"'roi_align': option sampling_ratio=1000000 is invalid; expected an int <= 64"):
+        build_roi_op("roi_align", 7, 1 / 16, sampling_ratio=10**6, mode="max")
 
 
 @pytest.fixture(params=PATHS)

@@ -1,6 +1,6 @@
 // RoIAlign, avg mode: CPU forward and backward (see detector/ops/_align_avg.py).
 //
-// Semantics: exactly torchvision.ops.roi_align (shared/ROI_OPS.md "RoIAlign, mode=avg"):
+// Semantics: exactly torchvision.ops.roi_align (docs/roi_ops.md "RoIAlign, mode=avg"):
 // the bin's value is the sum of its gh x gw bilinear samples divided by max(gh * gw, 1)
 // (an out-of-range sample adds 0 but still counts); the gradient of a bin goes to the four
 // neighbours of every sample with weight (bilinear weight / count).

@@ -11,7 +11,7 @@
 namespace detector_ops {
 
 // Most sampling points per bin side, for an explicit sampling_ratio (refused above it) and
-// for the adaptive grid ceil(bin size) (capped at it). Python's _common.MAX_SAMPLING_GRID
+// for the adaptive grid ceil(bin size) (capped at it). Python's options.MAX_SAMPLING_GRID
 // holds the same number (why 64: see there); _extension.py checks they agree through
 // detector_align_grid_limit(). Only absurd boxes (bins over 64 feature cells) reach the cap,
 // which bounds the work per bin where torchvision's grid for a box of 1e30 never finishes.

@@ -1,6 +1,6 @@
 // RoIAlign, max mode: CPU forward and backward (see detector/ops/_align_max.py).
 //
-// Semantics (shared/ROI_OPS.md): the bin's gh x gw bilinear samples are placed exactly as
+// Semantics (docs/roi_ops.md): the bin's gh x gw bilinear samples are placed exactly as
 // in torchvision's RoIAlign; the bin's value is their maximum (an out-of-range sample
 // takes part as 0); the gradient goes to the four neighbours of the arg-max sample with
 // its bilinear weights; ties go to the first sample in row-major order; a bin without
@@ -147,7 +147,7 @@ using namespace detector_ops;
 
 extern "C" {
 
-// kMaxGrid, for _extension.py to check against Python's _common.MAX_SAMPLING_GRID.
+// kMaxGrid, for _extension.py to check against Python's options.MAX_SAMPLING_GRID.
 int64_t detector_align_grid_limit() { return kMaxGrid; }
 
 // Largest number of samples in one bin over all boxes (sizes the arg-max dtype); writes

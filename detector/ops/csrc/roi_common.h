@@ -1,4 +1,5 @@
-// Helpers shared by the CPU kernels of detector.ops (RoIAlign max mode, PrRoIPool).
+// Helpers shared by the CPU kernels of detector.ops (RoIAlign avg and max modes, through
+// align_common.h, and PrRoIPool). Semantics: docs/roi_ops.md.
 //
 // Interface: plain `extern "C"` functions on raw, contiguous buffers, called through
 // ctypes by detector/ops/_extension.py, which allocates every tensor and checks shapes,
@@ -60,7 +61,7 @@ inline int64_t grain_for(int64_t items, double work) {
 }
 
 // One sampling coordinate along one axis, reduced to its two neighbours and weights,
-// following torchvision's RoIAlign bilinear rule (ROI_OPS.md "Bilinear value"): a point
+// following torchvision's RoIAlign bilinear rule (docs/roi_ops.md "Bilinear value"): a point
 // outside [-1, size] reads 0 (weights 0); negatives clamp to 0; the last cell repeats.
 template <typename T>
 struct AxisSample {
