@@ -122,7 +122,7 @@ def test_cli_reads_data_stride_and_resize_from_a_train_config(tmp_path):
     (tmp_path / "img").mkdir()
     config = tmp_path / "train.yaml"
     config.write_text(
-        "model:\n  stride: 16\n  min_size: [100, 288]\n  max_size: 1000\n"
+        "model:\n  detector:\n    stride: 16\n    min_size: [100, 288]\n    max_size: 1000\n"
         f"data:\n  dataset: coco\n  train_images: {tmp_path / 'img'}\n  train_annotations: {ann}\n"
         f"  val_images: {tmp_path / 'img'}\n  val_annotations: {ann}\n")
     doc = main(["--config", str(config), "--out", str(tmp_path / "q"), "--no-plot"])
