@@ -30,7 +30,7 @@ def c_round(v: float) -> float:
 
 
 def brute_force(box, stride, out, img):
-    """Literal per-box transcription of the RoIPool rule of ROI_OPS.md (slow, obvious)."""
+    """Literal per-box transcription of the RoIPool rule of docs/roi_ops.md (slow, obvious)."""
     x1, y1, x2, y2 = box
     s = 1.0 / stride
     W, H = math.ceil(img[0] / stride), math.ceil(img[1] / stride)
@@ -131,7 +131,7 @@ def test_vectorized_agrees_with_brute_force_loop(stride, out):
 def test_cells_match_what_the_roi_pool_kernel_reads():
     """One channel per feature cell, one-hot: output channel c is 1 in a bin iff cell c is in it.
 
-    torchvision's kernel is the reference ROI_OPS.md says detector.ops.roi_pool equals.
+    torchvision's kernel is the reference docs/roi_ops.md says detector.ops.roi_pool equals.
     """
     from torchvision.ops import roi_pool
 

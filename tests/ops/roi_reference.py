@@ -1,4 +1,4 @@
-"""Slow, obvious references for every ROI op, written line by line from shared/ROI_OPS.md.
+"""Slow, obvious references for every ROI op, written line by line from docs/roi_ops.md.
 
 Python loops over boxes, bins and sampling points, float64 throughout, no cleverness: the
 point is that a reader can check each line against the contract. The production code
@@ -8,7 +8,7 @@ Non-finite coordinates: a box with any NaN/inf coordinate reads 0 in every bin (
 contract's "the affected samples read as 0", applied to the whole box).
 
 The adaptive RoIAlign grid is capped at ``MAX_GRID`` points per bin side, as the ops'
-docstrings restate (``detector.ops._common.MAX_SAMPLING_GRID``; issue 12): only bins over
+docstrings restate (``detector.ops.MAX_SAMPLING_GRID``; issue 12): only bins over
 64 feature cells are affected.
 """
 
@@ -57,7 +57,7 @@ def roi_pool_ref(feat: Tensor, rois: Tensor, ph_n: int, pw_n: int, s: float) -> 
 
 
 def bilinear(plane: Tensor, y: float, x: float) -> Tensor:
-    """ROI_OPS.md "Bilinear value at (y, x)" for a (C, H, W) map; returns (C,)."""
+    """docs/roi_ops.md "Bilinear value" at (y, x) for a (C, H, W) map; returns (C,)."""
     _, h, w = plane.shape
     if math.isnan(y) or math.isnan(x) or y < -1 or y > h or x < -1 or x > w:
         return torch.zeros(plane.shape[0], dtype=plane.dtype)
