@@ -1,4 +1,7 @@
-"""Benchmark every ROI operator of ``detector.ops`` against ``torchvision.ops.roi_align`` (avg).
+"""Benchmark every ROI operator of the variant table against ``torchvision.ops.roi_align`` (avg).
+
+The ops come from ``detector.ops.ROI_OPS`` (one row per op, or per mode for ops with modes;
+plugins named in ``DETECTOR_PLUGINS`` included), each built by name with ``build_roi_op``.
 
 For two reference shapes -- features ``(2, 256, 50, 50)`` at scale 1/16 and
 ``(2, 512, 25, 25)`` at 1/32 -- and 512 realistic proposals (16-600 px boxes, log-uniform
@@ -25,6 +28,7 @@ Usage::
 
     python benchmarks/roi_ops.py                      # CPU, 2 threads
     python benchmarks/roi_ops.py --device cuda --json runs/roi_ops_cuda.json
+    python benchmarks/roi_ops.py --quick              # a few seconds: does it still run?
 """
 
 from __future__ import annotations
@@ -47,7 +51,12 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from detector.ops import prroi_pool, roi_align, roi_pool, roi_warp  # noqa: E402
+from detector.ops import ROI_OPS, build_roi_op  # noqa: E402
+
+# Internals on purpose (as in tests/ops): the pure-PyTorch fallbacks that CUDA and compiler-less
+# installs run (the public ops pick their path by device, so a CPU run must call them directly),
+# the wrapper's prepare/finish (timed alone for the "dispatch overhead only" claim), and whether
+# the C++ extension built.
 from detector.ops._align_max import align_max_torch  # noqa: E402
 from detector.ops._common import finish, prepare  # noqa: E402
 from detector.ops._extension import load_extension  # noqa: E402
@@ -55,8 +64,9 @@ from detector.ops.prroi_pool import prroi_torch  # noqa: E402
 
 SHAPES = [((2, 256, 50, 50), 1 / 16), ((2, 512, 25, 25), 1 / 32)]
 SAMPLING = [2, -1]
-OUTPUT = 7
 NUM_BOXES = 512
+QUICK = dict(shapes=[((1, 32, 25, 25), 1 / 32)], sampling=[2], num_boxes=32, repeats=1, warmup=0)  # --quick
+OUTPUT = 7
 IMAGE = 800.0
 REFERENCE = "tv roi_align avg"
 TWINS = {"roi_pool": "tv roi_pool"}  # ops whose closest torchvision kernel is not REFERENCE
@@ -74,17 +84,27 @@ def proposals(num: int, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([index, x1, y1, x1 + width, y1 + height], 1).float()
 
 
+def table_ops(scale: float, sampling: int) -> dict[str, Callable]:
+    """``"name"`` or ``"name mode"`` -> module, for every op of the variant table: the
+    detector's default options, with this ``sampling_ratio`` where the op takes one."""
+    built = {}
+    for name, spec in ROI_OPS.items():
+        takes = {option.name for option in spec.options}
+        for mode in spec.modes or (None,):
+            options = {"sampling_ratio": sampling} if "sampling_ratio" in takes else {}
+            if mode is not None:
+                options["mode"] = mode
+            label = name if mode is None else f"{name} {mode}"
+            built[label] = build_roi_op(name, OUTPUT, scale, **spec.resolve_options(options))
+    return built
+
+
 def ops(scale: float, sampling: int, with_torch_paths: bool) -> dict[str, Callable]:
     size = (OUTPUT, OUTPUT)
     table = {
         REFERENCE: lambda x, b: torchvision.ops.roi_align(x, b, size, scale, sampling),
         "tv roi_pool": lambda x, b: torchvision.ops.roi_pool(x, b, size, scale),
-        "roi_pool": lambda x, b: roi_pool(x, b, size, scale),
-        "roi_align avg": lambda x, b: roi_align(x, b, size, scale, sampling),
-        "roi_align max": lambda x, b: roi_align(x, b, size, scale, sampling, mode="max"),
-        "roi_warp avg": lambda x, b: roi_warp(x, b, size, scale, sampling),
-        "roi_warp max": lambda x, b: roi_warp(x, b, size, scale, sampling, mode="max"),
-        "prroi_pool": lambda x, b: prroi_pool(x, b, size, scale),
+        **table_ops(scale, sampling),
     }
     if with_torch_paths:
         table["roi_align max [torch path]"] = lambda x, b: align_max_torch(x, b, OUTPUT, OUTPUT, scale, sampling, False)
@@ -132,11 +152,11 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def run_config(shape, scale, sampling, device, repeats, warmup, with_torch_paths) -> list[dict]:
+def run_config(shape, scale, sampling, device, repeats, warmup, with_torch_paths, num_boxes=NUM_BOXES) -> list[dict]:
     torch.manual_seed(0)
     x = torch.randn(shape, device=device)
-    boxes = proposals(NUM_BOXES, shape[0]).to(device)
-    grad = torch.randn(NUM_BOXES, shape[1], OUTPUT, OUTPUT, device=device)
+    boxes = proposals(num_boxes, shape[0]).to(device)
+    grad = torch.randn(num_boxes, shape[1], OUTPUT, OUTPUT, device=device)
     table = ops(scale, sampling, with_torch_paths)
     memory = PeakMemory(device)
 
@@ -179,7 +199,7 @@ def run_config(shape, scale, sampling, device, repeats, warmup, with_torch_paths
     # What the dispatching ops add to torchvision's kernel: argument checks, box conversion,
     # the NaN mask and the dtype cast (prepare + finish), timed alone (min over 50 calls), so
     # the claim "dispatch overhead only" does not rest on noisy ratios of two long runs.
-    out = torch.empty(NUM_BOXES, shape[1], OUTPUT, OUTPUT, device=device)
+    out = torch.empty(num_boxes, shape[1], OUTPUT, OUTPUT, device=device)
     overhead = min(timed(lambda: finish(out, prepare(x, boxes, scale)), device) for _ in range(50))
     by_name = {r["op"]: r for r in rows}
     for r in rows:
@@ -237,7 +257,14 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7 CPU, 30 CUDA)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-torch-paths", action="store_true", help="skip the pure-PyTorch path rows on CPU")
+    parser.add_argument("--quick", action="store_true",
+                        help="one small shape, 32 boxes, sampling_ratio 2, one round: checks that it runs, "
+                             "measures nothing worth keeping")
     args = parser.parse_args(argv)
+    shapes, samplings, num_boxes = SHAPES, SAMPLING, NUM_BOXES
+    if args.quick:
+        shapes, samplings, num_boxes = QUICK["shapes"], QUICK["sampling"], QUICK["num_boxes"]
+        args.repeats, args.warmup = QUICK["repeats"], QUICK["warmup"]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -250,9 +277,9 @@ def main(argv=None) -> None:
     # On CUDA every op already runs the torch path (there is no CUDA kernel of our own).
     with_torch_paths = device.type == "cpu" and not args.no_torch_paths
     rows = []
-    for shape, scale in SHAPES:
-        for sampling in SAMPLING:
-            rows += run_config(shape, scale, sampling, device, repeats, args.warmup, with_torch_paths)
+    for shape, scale in shapes:
+        for sampling in samplings:
+            rows += run_config(shape, scale, sampling, device, repeats, args.warmup, with_torch_paths, num_boxes)
     print_table(rows)
     env = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -260,6 +287,7 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "repeats": repeats,
+        "quick": args.quick,
         "loadavg_at_end": os.getloadavg(),
     }
     print(f"environment: {env}")
