@@ -7,10 +7,13 @@ share and ``quickstart.yaml`` / ``ablation.yaml`` include it (``config: base.yam
 file; ``tiny.yaml`` goes last on anything. A layer moves a setting from one file to another,
 which must never change what a command trains: each case below is the fully resolved config
 (``train.py fit --config ... --print_config``, every key with its default), compared with a
-stored copy. The copies were written from the unlayered files (commit 9eef09d) and the layered
-files reproduce them key for key, so this is the proof that the layering changed nothing, and
-it stays the guard: an edit that changes a command's settings fails here until the copy is
-rewritten on purpose (``python tests/configs/test_layers.py --write``, then review its diff).
+stored copy. The copies were first written from the unlayered files (commit 9eef09d), which the
+layered files reproduced key for key (6752a3d); after the rename of the flat ``model.<field>``
+keys to ``model.detector.<field>`` / ``roi_options`` (525c405) they were rewritten, identical to
+the old ones modulo the rename (only ``trainer.enable_autolog_hparams`` changed, a CLI default
+of that commit). So this is the proof that the layering changed nothing, and it stays the
+guard: an edit that changes a command's settings fails here until the copy is rewritten on
+purpose (``python tests/configs/test_layers.py --write``, then review its diff).
 """
 
 from __future__ import annotations

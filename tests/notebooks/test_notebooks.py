@@ -118,11 +118,12 @@ def make_ablation_results(out: Path) -> dict:
     six variants x strides 16, 32 x three seeds, with mask AP at stride 16."""
     from detector.ablation.results import write_results
     from detector.ablation.runs import RunDir, RunSpec
-    from detector.ablation.variants import DEFAULT_VARIANTS
+    from detector.ablation.variants import default_variants
     from detector.io import write_json
 
+    variants = list(default_variants())  # the variant table's ablated ops, one per mode
     base = {"roi_pool": 0.20, "roi_warp": 0.21, "roi_align": 0.25, "prroi_pool": 0.255}
-    specs = [RunSpec(v, stride, seed) for seed in range(3) for stride in (16, 32) for v in DEFAULT_VARIANTS]
+    specs = [RunSpec(v, stride, seed) for seed in range(3) for stride in (16, 32) for v in variants]
     for spec in specs:
         v = spec.variant
         ap = base[v.op] + 0.004 * spec.seed - (0.02 if spec.stride == 32 else 0.0)
@@ -136,7 +137,7 @@ def make_ablation_results(out: Path) -> dict:
                # the evidence the ablation keeps that the final checkpoint reached the schedule
                "verified": {"global_step": 1000, "expected_steps": 1000, "source": "detector_run"}}
         write_json(RunDir(out, spec).marker, rec)
-    return write_results(out, specs, list(DEFAULT_VARIANTS), [16, 32],
+    return write_results(out, specs, variants, [16, 32],
                          {"command": "python -m detector.ablation --config base.yaml --out abl --strides 16 32"})
 
 
@@ -159,8 +160,8 @@ def test_02_ablation_says_what_to_run_without_results(jupyter_dirs):
 
 
 #: The mask branch on top of configs/tiny.yaml (the one tiny recipe), for notebook 03's masks.
-MASK_BRANCH = ["--model.mask", "true", "--model.mask_head_layers", "[32, 32]", "--model.mask_dim_reduced", "32",
-               "--data.masks", "true"]
+MASK_BRANCH = ["--model.detector.mask", "true", "--model.detector.mask_head_layers", "[32, 32]",
+               "--model.detector.mask_dim_reduced", "32", "--data.masks", "true"]
 
 
 @pytest.fixture
@@ -182,7 +183,7 @@ def test_03_predictions_executes(jupyter_dirs, tiny_checkpoint):
     nb = execute_notebook(NOTEBOOKS / "03_predictions.ipynb", jupyter_dirs,
                           {"CHECKPOINT": str(tiny_checkpoint), "NUM_IMAGES": 2, "SCORE_THRESH": 0.0})
     out = text_outputs(nb)
-    assert "resnet18 stride 32, roi_op=roi_align (avg), mask branch: True, step 1" in out
+    assert "resnet18 stride 32, roi_op=roi_align (sampling_ratio=2, aligned=False, mode=avg), mask branch: True, step 1" in out
     assert "3 validation images; drawing 2" in out  # tiny.yaml: data.synthetic_val 3
     assert count_images(nb) == 1
 
