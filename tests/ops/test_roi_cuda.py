@@ -1,5 +1,9 @@
 """CUDA: every op equals its CPU result (values and gradients); gradcheck on the GPU paths.
 
+``OPS`` pins the GPU paths that matter (adaptive grids, sampling_ratio 3, aligned max);
+:func:`test_cuda_every_table_variant_equals_cpu` adds every op and option combination of the
+variant table (plugins and the toy op included), built by name.
+
 All tests carry ``pytest.mark.cuda`` and are skipped where no GPU exists (tests/conftest.py).
 """
 
@@ -8,8 +12,9 @@ import math
 import pytest
 import torch
 from conftest import SCALE
+from roi_variants import case_id, cases, registered
 
-from detector.ops import prroi_pool, roi_align, roi_pool, roi_warp
+from detector.ops import build_roi_op, prroi_pool, roi_align, roi_pool, roi_warp
 
 pytestmark = pytest.mark.cuda
 
@@ -72,3 +77,20 @@ def test_cuda_half_types(feat, rois, name, dtype):
 def test_cuda_device_mismatch(feat, rois):
     with pytest.raises(ValueError, match="boxes is on cpu but input is on cuda"):
         roi_align(feat.cuda(), rois, 2, SCALE)
+
+
+TABLE_CASES = cases({"sampling_ratio": (2, -1), "aligned": (False, True)})
+
+
+@pytest.mark.parametrize("name, options", TABLE_CASES, ids=[case_id(n, o) for n, o in TABLE_CASES])
+def test_cuda_every_table_variant_equals_cpu(feat, rois, name, options):
+    with registered(name):
+        module = build_roi_op(name, (3, 4), SCALE, **options)
+        results = []
+        for device in ("cpu", "cuda"):
+            x = feat.to(device).requires_grad_(True)
+            out = module(x, rois.to(device))
+            out.backward(torch.ones_like(out))
+            results.append((out.cpu(), x.grad.cpu()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-9, atol=1e-10)

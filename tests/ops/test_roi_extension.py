@@ -8,6 +8,7 @@ import torch
 from conftest import SCALE
 from roi_reference import prroi_ref, roi_align_ref
 
+# Internals on purpose: this file tests the C++ extension loader (_extension) and the dispatch to it.
 import detector.ops._align_max as align_max_module
 import detector.ops._extension as extension
 from detector.ops import prroi_pool, roi_align

@@ -39,6 +39,13 @@ def scratch_registry():
     registry._SPECS.update(before)
 
 
+class _Bad:
+    """A value no rule accepts, with a fixed repr."""
+
+    def __repr__(self):
+        return "<bad>"
+
+
 def test_builtin_rows_are_the_contract():
     assert list(ROI_OPS)[:4] == BUILTIN  # registration order: built-ins first, plugins after
     rows = {name: (s.module, s.label, s.color, s.modes, [o.name for o in s.options]) for name, s in ROI_OPS.items()}
@@ -109,13 +116,6 @@ def test_every_spec_builds_with_its_defaults_and_validates_its_options(name, fea
             spec.resolve_options({option.name: _Bad()})
     with pytest.raises(ValueError, match=rf"ROI op '{name}' takes no option 'colour'; its options: "):
         spec.resolve_options({"colour": 1})
-
-
-class _Bad:
-    """A value no rule accepts, with a fixed repr."""
-
-    def __repr__(self):
-        return "<bad>"
 
 
 def test_resolve_options_fills_defaults_and_keeps_given_values():
