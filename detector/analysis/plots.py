@@ -29,9 +29,6 @@ def op_color(op: str) -> str:
     return UNKNOWN_OP_COLOR if spec is None else spec.color
 
 
-#: op name -> colour, read from the variant table when this module is imported (plugins
-#: named in DETECTOR_PLUGINS are in it by then); :func:`op_color` reads it live.
-OP_COLORS = {name: spec.color for name, spec in ROI_OPS.items()}
 SIZE_COLORS = {"small": "tab:purple", "medium": "tab:olive", "large": "tab:cyan"}
 
 
