@@ -9,10 +9,11 @@ Measures, in one process, on the default synthetic setting (400x288 images):
    ``--workers`` workers, default training transforms, batch ``--batch-size``; the first
    batch (worker start-up) is excluded;
 3. **training step** (reference for the loader target "loader >= 3x the images/s of a CPU
-   training step"): forward + backward + SGD step of ``build_detector`` with the model
-   settings of ``configs/quickstart.yaml`` (ResNet-18, stride 32, RoIAlign when that file is
-   absent) on real loader batches, after 2 warm-up steps. Skipped with a note when
-   ``detector.models`` cannot build a model.
+   training step"): forward + backward + SGD step of ``build_detector`` with the detector
+   settings ``train.py fit --config configs/quickstart.yaml`` uses (read by train.py's own
+   parser, `detector.cli.read_train_config`, so base.yaml and its layers apply; the row says
+   which backbone, stride and op that gave) on real loader batches, after 2 warm-up steps.
+   ``--train-steps 0`` skips it.
 
 Every stage is timed ``--repeats`` times and the median reported. Other processes on the
 machine slow every stage: read the numbers with the load average printed next to them.
@@ -43,6 +44,8 @@ from detector.data.datamodule import DetectionDataModule  # noqa: E402
 from detector.data.shapes import SHAPES  # noqa: E402
 from detector.data.synthetic import generate_synthetic_coco  # noqa: E402
 from detector.io import write_json  # noqa: E402
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
 def _cpu_seconds() -> float:
@@ -85,24 +88,13 @@ def time_loader(root: Path, workers: int, batch_size: int, repeats: int) -> list
 
 
 def time_train_step(root: Path, batch_size: int, steps: int) -> tuple[list[float], str]:
-    try:
-        import dataclasses
+    """Images/s of training steps of the quickstart's detector, and a note naming its settings."""
+    from detector.cli import read_train_config, section
+    from detector.models import DetectorConfig, build_detector
 
-        import yaml
-
-        from detector.models import DetectorConfig, build_detector
-
-        options = dict(backbone="resnet18", stride=32, roi_op="roi_align", min_size=288, max_size=400)
-        quickstart = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-        source = "built-in settings"
-        if quickstart.is_file():  # the quickstart's model, so the ratio is the one users meet
-            fields = {f.name for f in dataclasses.fields(DetectorConfig)}
-            model_cfg = (yaml.safe_load(quickstart.read_text()) or {}).get("model", {})
-            options.update({k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items() if k in fields})
-            source = "configs/quickstart.yaml model"
-        model = build_detector(DetectorConfig(**{**options, "num_classes": len(SHAPES) + 1}))
-    except Exception as e:  # the model package is someone else's and may be mid-change
-        return [], f"skipped: {type(e).__name__}: {e}"
+    config = read_train_config(["--config", str(QUICKSTART)])  # ValueError naming the key if it does not parse
+    cfg = DetectorConfig.from_dict({**section(config, "model.detector"), "num_classes": len(SHAPES) + 1})
+    model = build_detector(cfg)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     dm = datamodule(root, 0, batch_size)
@@ -119,7 +111,7 @@ def time_train_step(root: Path, batch_size: int, steps: int) -> tuple[list[float
         opt.step()
         if step >= 2:
             rates.append(len(images) / (time.perf_counter() - start))
-    return rates, (f"{options['backbone']} stride {options['stride']} {options['roi_op']} ({source}), "
+    return rates, (f"{cfg.backbone} stride {cfg.stride} {cfg.roi_op} (configs/quickstart.yaml), "
                    f"batch {batch_size}, {torch.get_num_threads()} threads")
 
 

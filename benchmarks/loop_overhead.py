@@ -37,19 +37,26 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detector.checkpointing import default_checkpoint_callbacks  # noqa: E402
-from detector.cli import default_loggers  # noqa: E402
+from detector.cli import read_train_config, section  # noqa: E402
+from detector.cli.train import default_loggers  # noqa: E402
 from detector.data import DetectionDataModule  # noqa: E402
 from detector.io import write_json  # noqa: E402
 from detector.lit import DetectorModule  # noqa: E402
+from detector.lit.checkpoints import default_checkpoint_callbacks  # noqa: E402
 from detector.lit.schedule import make_lr_lambda  # noqa: E402
 
-# The quickstart's detector (configs/quickstart.yaml), so the ratio is the one users see.
-MODEL = dict(backbone="resnet18", stride=16, box_head="mlp", norm="bn", out_channels=128, min_size=288, max_size=400,
-             anchor_sizes=(16, 32, 64, 128, 256), rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-             rpn_batch_size_per_image=128, box_batch_size_per_image=128, representation_size=256,
-             optimizer="adamw", lr=1.5e-3, weight_decay=1e-4, lr_schedule="cosine", warmup_steps=10)
-CLIP = 10.0
+QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.yaml")
+
+
+def quickstart_module(num_classes: int, channels_last: bool) -> tuple[DetectorModule, float]:
+    """The quickstart's `DetectorModule` and gradient clip, as ``train.py fit --config
+    configs/quickstart.yaml`` reads them (train.py's own parser), so the ratio is the one users see."""
+    config = read_train_config(["--config", QUICKSTART])
+    model = section(config, "model")
+    model["detector"] = {**model["detector"], "num_classes": num_classes}
+    if model.get("optimizer") != "adamw":
+        raise ValueError(f"{QUICKSTART} trains with {model.get('optimizer')!r}; the plain loop here mirrors AdamW only")
+    return DetectorModule(**{**model, "channels_last": channels_last}), float(config.trainer.gradient_clip_val)
 
 
 class _Timer(pl.Callback):
@@ -64,7 +71,7 @@ class _Timer(pl.Callback):
         self.t1, self.c1 = time.perf_counter(), time.process_time()
 
 
-def plain_loop(module: DetectorModule, batches: list, steps: int, bf16: bool = False) -> tuple[float, float]:
+def plain_loop(module: DetectorModule, batches: list, steps: int, clip: float, bf16: bool = False) -> tuple[float, float]:
     model = module.model
     model.train()
     hp = module.hparams
@@ -79,20 +86,20 @@ def plain_loop(module: DetectorModule, batches: list, steps: int, bf16: bool = F
             loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
         optimizer.step()
         scheduler.step()
     return time.perf_counter() - t, time.process_time() - c
 
 
-def lightning_loop(module: DetectorModule, batches: list, steps: int, full: bool, datamodule,
+def lightning_loop(module: DetectorModule, batches: list, steps: int, clip: float, full: bool, datamodule,
                    precision: str = "32-true") -> tuple[float, float]:
     timer = _Timer()
     with tempfile.TemporaryDirectory() as root:
         extra = dict(logger=default_loggers(root), enable_progress_bar=True,
                      callbacks=[timer, *default_checkpoint_callbacks(root)]) if full else dict(
             logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[timer])
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, gradient_clip_val=CLIP, precision=precision,
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, gradient_clip_val=clip, precision=precision,
                              num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,
                              log_every_n_steps=10, **extra)
         # the module reads its category table from a datamodule; the batches are given directly
@@ -125,15 +132,17 @@ def main(argv: list[str] | None = None) -> dict:
     it = iter(dm.train_dataloader())
     batches = [next(it) for _ in range(args.steps)]
     bf16 = args.precision == "bf16-mixed"
-    initial = DetectorModule(num_classes=dm.num_classes, channels_last=bf16, **MODEL)
+    initial, clip = quickstart_module(dm.num_classes, channels_last=bf16)
     warm = copy.deepcopy(initial)
-    plain_loop(warm, batches, 2, bf16)  # first-touch allocations, kernel/JIT warm-up: paid by nobody below
+    plain_loop(warm, batches, 2, clip, bf16)  # first-touch allocations, kernel/JIT warm-up: paid by nobody below
 
     rows: dict[str, list] = {"plain": [], "lightning-bare": [], "lightning-train.py": []}
     for r in range(args.repeats):
-        rows["plain"].append(plain_loop(copy.deepcopy(initial), batches, args.steps, bf16))
-        rows["lightning-bare"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, False, dm, args.precision))
-        rows["lightning-train.py"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, True, dm, args.precision))
+        rows["plain"].append(plain_loop(copy.deepcopy(initial), batches, args.steps, clip, bf16))
+        rows["lightning-bare"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, clip, False, dm,
+                                                     args.precision))
+        rows["lightning-train.py"].append(lightning_loop(copy.deepcopy(initial), batches, args.steps, clip, True, dm,
+                                                         args.precision))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in rows.items()), flush=True)
 
     result = {"steps": args.steps, "repeats": args.repeats, "threads": args.threads, "batch_size": args.batch_size,

@@ -8,12 +8,13 @@ sampling_ratio=2)`, the same resize sizes and RPN/box settings. Same process, sa
 inputs, same random seed before every step (so both sample the same proposals), and
 the two models alternate within every repeat so machine noise hits both alike.
 
-Part 2: a per-stage time split of one training step for each ROI op (RoIPool, RoIWarp,
-RoIAlign avg/max, PrRoIPool): forward time of transform, backbone, RPN (with its
-losses), ROI op, box head (+ predictor), sampling + Fast R-CNN losses; then backward +
-optimizer step; and the ROI op's own forward + backward, timed in isolation on the very
-features and proposals of that step, which is what the ROI layer costs. The ops' models
-are stepped round-robin, like the comparison, so load changes hit them all alike.
+Part 2: a per-stage time split of one training step for each ROI variant of the ablation
+(RoIPool, RoIWarp avg/max, RoIAlign avg/max, PrRoIPool, and any registered op): forward
+time of transform, backbone, RPN (with its losses), ROI op, box head (+ predictor),
+sampling + Fast R-CNN losses; then backward + optimizer step; and the ROI op's own forward
++ backward, timed in isolation on the very features and proposals of that step, which is
+what the ROI layer costs. The ops' models are stepped round-robin, like the comparison, so
+load changes hit them all alike.
 
     .venv/bin/python benchmarks/train_step.py                  # CPU, 2 threads, small preset
     .venv/bin/python benchmarks/train_step.py --device cuda --preset full --json out.json
@@ -39,17 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import MultiScaleRoIAlign
 
+from detector.ablation.variants import default_variants
 from detector.io import write_json
 from detector.models import DetectorConfig, build_detector
 from detector.models.detector import IMAGENET_MEAN, IMAGENET_STD
 
-OPS = {  # label -> (registry key, options)
-    "roi_pool": ("roi_pool", {}),
-    "roi_warp": ("roi_warp", {"sampling_ratio": 2}),
-    "roi_align_avg": ("roi_align", {"sampling_ratio": 2}),
-    "roi_align_max": ("roi_align", {"sampling_ratio": 2, "mode": "max"}),
-    "prroi_pool": ("prroi_pool", {}),
-}
+#: label -> (registry key, options): the ablation's variants, read from the ROI variant table
+#: (`detector.ablation.variants.default_variants`), so a registered op is benchmarked with no edit
+#: here; options left out take the table's defaults (sampling_ratio 2 for the sampling ops).
+OPS = {v.name: (v.op, v.roi_options()) for v in default_variants()}
 STAGES = ("transform", "backbone", "rpn", "roi_op", "box_head", "sampling+losses", "backward+step")
 
 

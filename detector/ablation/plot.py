@@ -12,15 +12,17 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from detector.analysis.plots import OP_COLORS
-
 from .columns import METRICS
-from .variants import REFERENCE
+from .variants import REFERENCE, parse_variant
 
 
 def _color(variant: str) -> str:
-    op = variant.rsplit("_", 1)[0] if variant.endswith(("_avg", "_max")) else variant
-    return OP_COLORS.get(op, "tab:gray")
+    """The op's colour from the ROI variant table; gray for an op no longer registered (a
+    plugin's, in an old results.json), so an old table still draws."""
+    try:
+        return parse_variant(variant).color
+    except ValueError:
+        return "tab:gray"
 
 
 def _nan0(x: float) -> float:
