@@ -2,7 +2,7 @@
 
     python train.py fit --config configs/quickstart.yaml
     python train.py fit --config configs/quickstart.yaml --ckpt_path last      # resume after a kill
-    python train.py fit --config configs/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
+    python train.py fit --config configs/backbones/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
     python train.py fit --help                                                 # every option
 
 See `detector.cli` for what the CLI adds to Lightning's.

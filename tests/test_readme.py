@@ -44,9 +44,8 @@ NOT_RUN = {
     "pip install": "installs packages (the test runs in the installed environment)",
     "python -m pytest": "the test suite itself",
 }
-#: Appended to the quickstart's ``train.py fit``: the built-in dataset, tiny.
-TINY_DATA = ["--data.synthetic_train", "4", "--data.synthetic_val", "3",
-             "--data.synthetic_width", "96", "--data.synthetic_height", "64"]
+#: Appended to the quickstart's ``train.py fit``: the one tiny layer (built-in data and detector, tiny).
+TINY_DATA = ["--config", "configs/tiny.yaml"]
 #: The ablation section's commands: prefix -> what is appended ("" = run verbatim, slow).
 ABLATION_COMMANDS = {"python -m detector.ablation ": " --dry-run", "python -m detector.analysis.quantization ": ""}
 

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .progress import training_progress
-from .runs import EVAL_STAMP_FIELDS, TIMING_FIELDS, RunDir, read_checked, read_json, warn_file, write_json_atomic
+from detector.io import write_json
+
+from .runs import EVAL_STAMP_FIELDS, TIMING_FIELDS, RunDir, read_checked, read_json, warn_file
 
 #: Flags the ablation sets per run; passing them through would break the design.
 RESERVED_FLAGS = {
@@ -51,7 +53,7 @@ def eval_flags(overrides: list[str]) -> list[str]:
     """evaluate.py's flags for a run trained with `overrides`: the ``--data.*`` overrides, and the
     trainer's accelerator and precision as ``--device`` / ``--precision`` (same hardware, same numerics)."""
     groups = split_overrides(overrides)
-    flags = flatten([g for g in groups if g[0].startswith("--data.")])
+    flags = flatten_overrides([g for g in groups if g[0].startswith("--data.")])
     accelerator = flag_value(overrides, "--trainer.accelerator")
     if accelerator is not None:
         flags += ["--device", {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator, "auto")]
@@ -117,7 +119,7 @@ def flag_value(tokens: list[str], flag: str) -> str | None:
     return value
 
 
-def flatten(groups) -> list[str]:
+def flatten_overrides(groups) -> list[str]:
     return [t for _, toks in groups for t in toks]
 
 
@@ -155,7 +157,7 @@ def exit_reason(rc: int) -> str:
         return f"code {rc}"
 
 
-def _fail(run: RunDir, stage: str, rc: int, log: Path, hint: str = "") -> RunFailed:
+def _run_failed(run: RunDir, stage: str, rc: int, log: Path, hint: str = "") -> RunFailed:
     return RunFailed(f"run {run.spec.name}: {stage} exited with {exit_reason(rc)}{hint}; see {log}\n"
                      f"--- last lines of {log.name} ---\n{_tail(log)}")
 
@@ -187,7 +189,7 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
     rc = _run_logged(cmd, run.train_log, "train")
     run.log_attempt("end", returncode=rc)
     if rc != 0:
-        raise _fail(run, "training", rc, run.train_log, "; rerun the same command to resume it")
+        raise _run_failed(run, "training", rc, run.train_log, "; rerun the same command to resume it")
     final = run.latest_checkpoint()
     if final is None:
         raise RunFailed(f"run {spec.name}: training exited 0 but wrote no checkpoint under {run.train_dir}; "
@@ -201,7 +203,7 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
     rec = {"returncode": 0, "checkpoint": str(final), "train_time_s": run.train_seconds(),
            "attempts": len(attempts), "resumed": sum(a["resumed_from"] is not None for a in attempts),
            "command": cmd, "verified": progress.stamp()}
-    write_json_atomic(run.train_marker, rec)
+    write_json(run.train_marker, rec)
     return rec
 
 
@@ -229,12 +231,12 @@ def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Comm
     rc = _run_logged(cmd, run.eval_log, "evaluate")
     seconds = time.time() - t0
     if rc != 0:
-        raise _fail(run, "evaluation", rc, run.eval_log)
+        raise _run_failed(run, "evaluation", rc, run.eval_log)
     metrics = _metrics_of(run, global_step)
     if metrics is None:
         raise RunFailed(f"run {run.spec.name}: evaluate.py wrote no bbox metrics of step {global_step} to "
                         f"{run.metrics_file}")
-    write_json_atomic(run.path / "eval.json", {"checkpoint": checkpoint, "global_step": global_step,
+    write_json(run.path / "eval.json", {"checkpoint": checkpoint, "global_step": global_step,
                                                "eval_time_s": seconds})
     return metrics, seconds
 
@@ -255,12 +257,12 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
     echo(f"[{run.spec.name}] timing inference on {images} images")
     rc = _run_logged(cmd, run.path / "timing.log", "timing")
     if rc != 0:
-        raise _fail(run, "timing", rc, run.path / "timing.log")
+        raise _run_failed(run, "timing", rc, run.path / "timing.log")
     timing = read_json(run.timing_file)
     if not isinstance(timing, dict):
         raise RunFailed(f"run {run.spec.name}: the timing wrote no result to {run.timing_file}")
     timing = {**timing, "checkpoint": checkpoint, "global_step": global_step}  # which weights were timed
-    write_json_atomic(run.timing_file, timing)
+    write_json(run.timing_file, timing)
     return timing
 
 
@@ -270,7 +272,7 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
     rec = run.record()
     if rec is not None:
         if "verified" not in read_json(run.marker):  # an older run.json, verified just now: keep the proof
-            write_json_atomic(run.marker, rec)
+            write_json(run.marker, rec)
         echo(f"[{run.spec.name}] complete, skipped")
         return rec, True
     flags = eval_flags(overrides)
@@ -290,7 +292,7 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "train_command": trained["command"],
         "verified": trained["verified"],
     }
-    write_json_atomic(run.marker, rec)
+    write_json(run.marker, rec)
     echo(f"[{spec.name}] done: bbox AP {_fmt(rec['bbox'], 'AP')}, train {rec['train_time_s']:.0f} s")
     return rec, False
 

@@ -86,7 +86,7 @@ class DetectorCLI(LightningCLI):
     Example:
         python train.py fit --config configs/quickstart.yaml
         python train.py fit --config configs/quickstart.yaml --ckpt_path last   # resume
-        python train.py fit --config configs/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
+        python train.py fit --config configs/backbones/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
     """
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:

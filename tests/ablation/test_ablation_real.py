@@ -19,41 +19,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: The schedule, layered after configs/tiny.yaml (the one tiny recipe).
 TINY_CONFIG = """
 trainer:
   max_epochs: {epochs}
-  accelerator: cpu
-  devices: 1
   logger: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  num_sanity_val_steps: 0
   limit_train_batches: 2
   limit_val_batches: 0
-model:
-  backbone: resnet18
-  min_size: 64
-  max_size: 96
-  rpn_pre_nms_top_n_train: 100
-  rpn_post_nms_top_n_train: 50
-  rpn_pre_nms_top_n_test: 50
-  rpn_post_nms_top_n_test: 20
-  box_batch_size_per_image: 32
-  box_detections_per_img: 20
-  warmup_steps: 1
-data:
-  dataset: synthetic
-  synthetic_train: 4
-  synthetic_val: 2
-  synthetic_width: 96
-  synthetic_height: 64
-  batch_size: 2
-  num_workers: 0
 """
+TINY = REPO / "configs" / "tiny.yaml"
 
 
 def ablation_args(config: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_align_max",
+    return ["--config", str(TINY), "--config", str(config), "--out", str(out), "--variants", "roi_pool", "roi_align_max",
             "--seeds", "1", "--timing-images", "0", *extra]
 
 

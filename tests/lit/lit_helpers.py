@@ -8,6 +8,7 @@ files; fixtures live in conftest.py.)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -19,28 +20,23 @@ import pytorch_lightning as pl
 REPO = Path(__file__).resolve().parents[2]
 
 
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
 def tiny_args(data_root: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> list[str]:
-    """CLI flags for a tiny run (subcommand not included)."""
-    args = [
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1",
-        "--data.root", str(data_root), "--data.synthetic_train", "4", "--data.synthetic_val", "3",
-        "--data.synthetic_width", "96", "--data.synthetic_height", "64",
-        "--data.batch_size", "2", "--data.num_workers", "0",
-        "--model.detector.min_size", "64", "--model.detector.max_size", "96", "--model.detector.out_channels", "16",
-        "--model.detector.representation_size", "32",
-        "--model.detector.rpn_pre_nms_top_n_train", "100", "--model.detector.rpn_post_nms_top_n_train", "50",
-        "--model.detector.rpn_pre_nms_top_n_test", "100", "--model.detector.rpn_post_nms_top_n_test", "50",
-        "--model.detector.rpn_batch_size_per_image", "32", "--model.detector.box_batch_size_per_image", "32",
-        "--model.warmup_steps", "1",
-        # an untrained model scores below the usual 0.05: keep its detections so that
-        # the evaluation code has something to convert, gather and score
-        "--model.detector.box_score_thresh", "0.0", "--model.detector.box_detections_per_img", "20",
-    ]
+    """CLI flags for a tiny run (subcommand not included): configs/tiny.yaml, data under `data_root`."""
+    args = ["--config", str(TINY_CONFIG), "--data.root", str(data_root)]
     if run_dir is not None:
         args += ["--trainer.default_root_dir", str(run_dir)]
     return args
+
+
+@functools.cache
+def _tiny():
+    """configs/tiny.yaml as train.py reads it (the one tiny recipe of tests and notebooks)."""
+    from detector.cli import read_train_config
+
+    return read_train_config(["--config", str(TINY_CONFIG)])
 
 
 def run_script(script: str, args: list[str], timeout: float = 240, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -55,13 +51,10 @@ def run_script(script: str, args: list[str], timeout: float = 240, check: bool =
 
 def tiny_detector(**overrides):
     """The `DetectorConfig` of `tiny_args` (8 classes: 7 shapes + background)."""
+    from detector.cli import section
     from detector.models import DetectorConfig
 
-    fields = dict(num_classes=8, min_size=64, max_size=96, out_channels=16, representation_size=32,
-                  rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=100,
-                  rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=32, box_batch_size_per_image=32)
-    fields.update(overrides)
-    return DetectorConfig(**fields)
+    return DetectorConfig.from_dict({**section(_tiny().model, "detector"), "num_classes": 8, **overrides})
 
 
 def tiny_module_kwargs(**overrides) -> dict:
@@ -72,17 +65,16 @@ def tiny_module_kwargs(**overrides) -> dict:
     from detector.lit import DetectorModule
 
     module_args = set(inspect.signature(DetectorModule.__init__).parameters) - {"self", "detector"}
-    kwargs = {"warmup_steps": 1, **{k: v for k, v in overrides.items() if k in module_args}}
+    kwargs = {"warmup_steps": _tiny().model.warmup_steps, **{k: v for k, v in overrides.items() if k in module_args}}
     kwargs["detector"] = tiny_detector(**{k: v for k, v in overrides.items() if k not in module_args})
     return kwargs
 
 
 def tiny_datamodule(data_root):
+    from detector.cli import section
     from detector.data import DetectionDataModule
 
-    return DetectionDataModule(root=str(data_root), synthetic_train=4, synthetic_val=3, synthetic_width=96,
-                               synthetic_height=64, batch_size=2, num_workers=0)
-
+    return DetectionDataModule(**{**section(_tiny(), "data"), "root": str(data_root)})
 
 
 class SignalAtStep(pl.Callback):

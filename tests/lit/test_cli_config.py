@@ -11,7 +11,7 @@ from detector.cli import DetectorCLI, EvaluateCLI, default_run_dir
 from detector.models import DetectorConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
-BASES = [c for c in CONFIGS if c.parent.name == "configs"]
+BASES = [c for c in CONFIGS if c.parent.name in ("configs", "backbones")]
 ROI_OVERRIDES = [c for c in CONFIGS if c.parent.name == "roi"]
 
 

@@ -28,10 +28,10 @@ BAD_FIELDS = [
     ("rpn_positive_fraction", 0.0, r"\(0, 1\]"),
     ("rpn_batch_size_per_image", True, "an int"),
     ("roi_op", "roi_magic", "roi_pool"),
-    ("roi_options", {"sampling_ratio": 0}, "sampling_ratio"),
-    ("roi_options", {"mode": "median"}, "mode 'avg' or 'max'"),
-    ("roi_options", {"aligned": 1}, "aligned True or False"),
-    ("roi_options", {"samplingratio": 2}, "'samplingratio' is not one"),
+    ("roi_options", {"sampling_ratio": 65}, "sampling_ratio=65 is invalid; expected an int <= 64"),
+    ("roi_options", {"mode": "median"}, "mode='median' is invalid; expected 'avg' or 'max'"),
+    ("roi_options", {"aligned": "yes"}, "aligned='yes' is invalid"),
+    ("roi_options", {"samplingratio": 2}, "takes no option 'samplingratio'"),
     ("roi_options", [2], "dict"),
     ("roi_output_size", 0, ">= 1"),
     ("box_head", "fpn", "one of"),
@@ -45,7 +45,7 @@ BAD_FIELDS = [
     ("box_detections_per_img", 0, ">= 1"),
     ("mask", "yes", "True or False"),
     ("mask_roi_op", "roi_magic", "roi_pool"),
-    ("mask_roi_options", {"mode": "max"}, "options of 'roi_pool'"),  # with mask_roi_op=roi_pool below
+    ("mask_roi_options", {"mode": "max"}, "'roi_pool' takes no option 'mode'"),  # with mask_roi_op=roi_pool below
     ("mask_roi_output_size", 0, ">= 1"),
     ("mask_head_layers", (), "non-empty"),
 ]
@@ -97,15 +97,16 @@ def test_default_anchor_sizes_span_below_one_cell_to_image_size():
 
 
 def test_roi_option_defaults_follow_the_op():
-    assert DetectorConfig(roi_op="roi_align").resolved_roi_options == {"sampling_ratio": 2}
+    assert DetectorConfig(roi_op="roi_align").resolved_roi_options == {"sampling_ratio": 2, "aligned": False, "mode": "avg"}
     assert DetectorConfig(roi_op="roi_pool").resolved_roi_options == {}
     cfg = DetectorConfig(roi_op="roi_align", roi_options={"sampling_ratio": 3, "mode": "max"}, mask=True)
     assert cfg.resolved_mask_roi_op == "roi_align" and cfg.resolved_mask_roi_options == {
         "sampling_ratio": 3,
+        "aligned": False,
         "mode": "max",
     }
     cfg = DetectorConfig(roi_op="roi_pool", mask=True, mask_roi_op="roi_align")
-    assert cfg.resolved_mask_roi_options == {"sampling_ratio": 2}
+    assert cfg.resolved_mask_roi_options == {"sampling_ratio": 2, "aligned": False, "mode": "avg"}
 
 
 def test_yaml_style_lists_become_tuples_and_replace_revalidates():
