@@ -22,6 +22,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from detector.ops import build_roi_op
+
 from .backbones import BODY_CHANNELS, build_backbone
 from .config import DetectorConfig
 from .heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, Res5Head, SingleLevelRoIPooler, TwoMLPHead
@@ -62,9 +64,7 @@ class TwoStageDetector(GeneralizedRCNN):
 
 
 def build_roi_layer(name: str, output_size: int, spatial_scale: float, options: dict[str, Any]) -> nn.Module:
-    """`detector.ops.build_roi_op`, imported late so configs work without the ops built."""
-    from detector.ops import build_roi_op
-
+    """The ROI variant table's op `name` (`detector.ops.build_roi_op`) with its resolved `options`."""
     return build_roi_op(name, output_size, spatial_scale, **options)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lit_helpers import run_script
+from tiny_run import run_script
 
 
 @pytest.mark.slow

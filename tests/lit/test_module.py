@@ -7,7 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from lit_helpers import tiny_datamodule, tiny_module_kwargs
+from tiny_run import tiny_datamodule, tiny_module_kwargs
 
 from detector.checkpointing import load_checkpoint
 from detector.lit.module import DetectorModule

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from lit_helpers import REPO, run_script, tiny_args
+from tiny_run import REPO, run_script, tiny_args
 
 from detector.checkpointing import load_checkpoint, run_state
 

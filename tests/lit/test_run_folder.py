@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from lit_helpers import REPO, run_script, tiny_args
+from tiny_run import REPO, run_script, tiny_args
 
 from detector.checkpointing import run_state
 from detector.cli import DetectorCLI

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 import torch
-from lit_helpers import signal_at_step, tiny_args
+from tiny_run import signal_at_step, tiny_args
 
 from detector.checkpointing import load_checkpoint, run_state
 from detector.cli import DetectorCLI

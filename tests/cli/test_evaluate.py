@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from lit_helpers import run_script, tiny_module_kwargs
+from tiny_run import run_script, tiny_module_kwargs
 from pycocotools.cocoeval import COCOeval
 
 from detector.checkpointing import load_checkpoint

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 import torch
-from lit_helpers import tiny_args
+from tiny_run import tiny_args
 
 from detector.checkpointing import load_checkpoint
 from detector.cli import DetectorCLI

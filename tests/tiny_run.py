@@ -1,9 +1,9 @@
-"""Helpers for the Lightning / CLI tests: tiny runs of the real code paths.
+"""Helpers for the Lightning and CLI tests (tests/lit, tests/cli): tiny runs of the real code paths.
 
 "Tiny" = 96x64 synthetic images (4 train, 3 val), the detector resized to 64 px, a
 16-channel neck and a 32-wide box head: the real CLI, datamodule, detector, COCOeval and
 checkpoints in a few seconds per run. (A module with a unique name, imported by the test
-files; fixtures live in conftest.py.)
+files; the fixtures `data_root` and `trained_run` live in tests/conftest.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
@@ -92,5 +92,5 @@ class SignalAtStep(pl.Callback):
 
 def signal_at_step(step: int, signum: int) -> list[str]:
     """CLI flags adding `SignalAtStep` (as the only ``trainer.callbacks``; the defaults still come)."""
-    callback = {"class_path": "lit_helpers.SignalAtStep", "init_args": {"step": step, "signum": int(signum)}}
+    callback = {"class_path": "tiny_run.SignalAtStep", "init_args": {"step": step, "signum": int(signum)}}
     return ["--trainer.callbacks", json.dumps([callback])]
