@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from detector.io import to_json_text
-from detector.io import write_json as write_json_atomic  # noqa: F401  (runner.py's name until it imports detector.io)
 
 from .progress import stamp_problem, training_progress
 from .variants import Variant
