@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data.images import SWAPS_WIDTH_AND_HEIGHT, UnsafePathError, load_rgb, read_header, safe_image_path
 from detector.data.check_report import KINDS, CheckReport, DatasetError, Issue
+from detector.data.images import SWAPS_WIDTH_AND_HEIGHT, UnsafePathError, load_rgb, read_header, safe_image_path
 
 __all__ = ["FULL_CHECK_MAX_IMAGES", "KINDS", "NEGATIVE_TOLERANCE", "CheckReport", "DatasetError", "Issue",
            "check_coco", "check_image_files", "load_coco_json", "main"]

@@ -66,7 +66,7 @@ def test_boxes_and_areas_are_those_of_the_visible_masks(tiny_synthetic):
 
 def test_sizes_span_sub_cell_to_most_of_the_image_with_occlusion():
     cfg = RenderConfig()
-    sides, per_image, occluded = [], [], 0
+    sides, per_image = [], []
     for i in range(60):
         _, instances, labels = render_image(cfg, np.random.default_rng([0, 0, i]))
         per_image.append(len(labels))
