@@ -27,3 +27,17 @@ def feat() -> torch.Tensor:
 def rois() -> torch.Tensor:
     """(16, 5) float64 boxes with every corner case of roi_reference.random_rois, at SCALE."""
     return random_rois(torch.Generator().manual_seed(2), BATCH, HEIGHT, WIDTH, SCALE)
+
+
+#: The three ways of giving no boxes at all: (0, 5) tensor, a list of (0, 4) tensors, an empty list.
+EMPTY_BOXES = {
+    "tensor": lambda: torch.zeros(0, 5, dtype=torch.float64),
+    "list_of_empty": lambda: [torch.zeros(0, 4, dtype=torch.float64)] * 2,
+    "empty_list": lambda: [],
+}
+
+
+@pytest.fixture(params=list(EMPTY_BOXES))
+def no_boxes(request):
+    """Each spelling of "no boxes" (`EMPTY_BOXES`), one test per spelling."""
+    return EMPTY_BOXES[request.param]()

@@ -166,14 +166,9 @@ def test_half_types_compute_in_float32(feat, rois, name, dtype, box_dtype):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("empty", ["tensor", "list_of_empty", "empty_list"])
-def test_no_boxes(feat, name, empty):
+def test_no_boxes(feat, name, no_boxes):
     x = feat.clone().requires_grad_(True)
-    boxes = {
-        "tensor": torch.zeros(0, 5, dtype=torch.float64),
-        "list_of_empty": [torch.zeros(0, 4, dtype=torch.float64)] * 2,
-        "empty_list": [],
-    }[empty]
+    boxes = no_boxes
     out = OPS[name][0](x, boxes, size=(2, 3))
     assert out.shape == (0, feat.shape[1], 2, 3) and out.dtype == feat.dtype
     out.sum().backward()
