@@ -9,6 +9,7 @@ YAML merge that could disagree with the real run.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,10 +38,13 @@ def read_train_config(args: Sequence[str]) -> Namespace:
         def _run_subcommand(self, subcommand: str | None) -> None:
             pass
 
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the caller's own argv is not train.py's (Lightning warns otherwise)
     try:
         cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None, load_from_checkpoint_support=False)
     except SystemExit as exit_:  # jsonargparse printed the message (naming the key) on stderr
         raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: {exit_}") from None
+    finally:
+        sys.argv = argv
     return cli.config["fit"]
 
 
