@@ -27,6 +27,14 @@ key's name and the accepted choices before anything is built. What the subclass 
   the schedule was complete (``checkpoint["detector_run"]``, read it with
   `detector.checkpointing.run_state`), and a resumed run repeats an uninterrupted one
   step for step (`detector.lit.run_state`, `detector.data.sampler`);
+- ``test`` needs a test split (``--data.test_images``/``--data.test_annotations``, ``data.root``'s
+  ``test[2017]`` or ``--data.synthetic_test N``): without one, or with a ``--ckpt_path`` whose
+  category table is not the test file's, one ``error:`` line (exit code 2) before any image is
+  read; it logs ``test/bbox_AP``... and prints pycocotools' table;
+- ``predict`` runs on the test split, else val, and writes ``ROOT/predictions.json`` (COCO
+  results + ``file_name``; an earlier one is refused without ``--overwrite true``);
+- ``--model.init_from FILE`` (fine-tuning) must be an existing file unless ``--ckpt_path``
+  resumes (which wins: init_from is then not applied); its errors are one ``error:`` line;
 - the datamodule's init arguments are stored in every checkpoint (as Lightning's
   ``datamodule_hyper_parameters``), so evaluate.py can rebuild the same validation data
   from the checkpoint alone; ``--data.*`` flags override them.
@@ -49,10 +57,16 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from detector.checkpointing import DETECTOR_KEY, load_checkpoint
 from detector.cli.parser import DetectorArgumentParser, plain
 from detector.data import DatasetError, DetectionDataModule
+from detector.data.datamodule import NO_TEST_SPLIT
+from detector.evaluation.categories import check_categories
 from detector.lit import DetectorModule
 from detector.lit.checkpoints import AtomicCheckpointIO, default_checkpoint_callbacks
+from detector.lit.init_from import KEY as INIT_FROM_KEY
+from detector.lit.init_from import InitFromError
+from detector.lit.predictions import PREDICTIONS_FILE, PredictionsWriter
 from detector.lit.run_folder import RunFolderError, RunFolderLock, claim_run_folder
 from detector.lit.run_state import RunStateCallback
 from detector.ops import get_roi_op
@@ -87,6 +101,8 @@ class DetectorCLI(LightningCLI):
         python train.py fit --config configs/quickstart.yaml
         python train.py fit --config configs/quickstart.yaml --ckpt_path last   # resume
         python train.py fit --config configs/backbones/resnet18_s32.yaml --config configs/roi/roi_pool.yaml
+        python train.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/best.ckpt --data.synthetic_test 200
+        python train.py fit --config configs/quickstart.yaml --model.init_from runs/other/checkpoints/best.ckpt --trainer.default_root_dir runs/finetune
     """
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
@@ -101,6 +117,9 @@ class DetectorCLI(LightningCLI):
             super().__init__(DetectorModule, DetectionDataModule, args=args, run=run, **kwargs)
         except DatasetError as err:  # the checker's report is the whole message: no traceback above it
             print(str(err), file=sys.stderr)
+            raise SystemExit(2) from None
+        except InitFromError as err:  # model.init_from: another backbone, not a state dict, ...
+            print(f"train.py: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         except BaseException:
             self._exit_if_stopped_by_signal()
@@ -138,12 +157,44 @@ class DetectorCLI(LightningCLI):
             print(f"train.py: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
+    def before_test(self) -> None:
+        """A test split and a checkpoint of its categories, or one ``error:`` line (exit 2)."""
+        if self.datamodule.split_paths("test") is None:
+            _input_error(NO_TEST_SPLIT)
+        self._check_checkpoint_categories("test")
+
+    def before_predict(self) -> None:
+        """Refuse to replace an earlier ``predictions.json`` (without ``--overwrite true``)."""
+        path = os.path.join(self.trainer.default_root_dir, PREDICTIONS_FILE)
+        if os.path.exists(path) and not self._get(self.config, "overwrite", default=False):
+            _input_error(f"{path} holds earlier predictions: pass --overwrite true to replace it, or another "
+                         "--trainer.default_root_dir")
+        self._check_checkpoint_categories(self.datamodule.predict_split)
+
+    def _check_checkpoint_categories(self, split: str) -> None:
+        """The ``ckpt_path`` file's category table against `split`'s file, before Lightning loads it."""
+        ckpt = self._get(self.config, "ckpt_path")
+        if not ckpt or not os.path.isfile(str(ckpt)):
+            return  # none, or "best"/"last": Lightning resolves it (and on_load_checkpoint checks)
+        try:
+            stored = load_checkpoint(str(ckpt)).get(DETECTOR_KEY) or {}
+            if stored.get("category_ids") is not None:
+                ids, names = self.datamodule.categories_of(split)
+                check_categories(stored["category_ids"], stored.get("category_names") or [], ids, names,
+                                 f"checkpoint {str(ckpt)!r}")
+        except ValueError as err:
+            _input_error(str(err))
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except ValueError as err:  # our constructors' messages name the value and the fix
             self._parser(self.subcommand).error(str(err))
         store_data_hparams(self.datamodule, self._get(self.config, "data"))
+        init = getattr(self.model, "hparams", {}).get("init_from")
+        if init is not None and not self._get(self.config, "ckpt_path") and not os.path.isfile(str(init)):
+            _input_error(f"{INIT_FROM_KEY}={init!r}: no such file (a local .ckpt of train.py or a torchvision "
+                         "detection state dict; nothing is downloaded)")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
@@ -158,10 +209,18 @@ class DetectorCLI(LightningCLI):
             if trainer_config.get("logger") in (None, True):
                 kwargs.setdefault("logger", default_loggers(root))
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
+            if self.subcommand == "predict":  # Lightning returns predictions; this also writes them
+                callbacks.append(PredictionsWriter(os.path.join(root, PREDICTIONS_FILE)))
             self.run_state_callback = RunStateCallback()  # RNG states in checkpoints, Ctrl-C, the exit code
             callbacks.append(self.run_state_callback)
             kwargs.setdefault("callbacks", callbacks)
         return super().instantiate_trainer(**kwargs)
+
+
+def _input_error(message: str) -> None:
+    """One ``train.py: error:`` line on stderr and exit code 2, like the CLI's other input errors."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def default_loggers(root_dir: str) -> list[Logger]:

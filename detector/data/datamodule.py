@@ -1,5 +1,9 @@
 """LightningDataModule: train/val(/test) COCO splits or the built-in synthetic dataset.
 
+``trainer.test`` scores the test split (``test_images``/``test_annotations``, ``root``'s
+``test[2017]``, or ``synthetic_test`` > 0); ``trainer.predict`` runs on the test split when
+there is one, else on val (`DetectionDataModule.predict_split`).
+
 Every ``__init__`` argument is a plain typed value, so LightningCLI turns them into YAML
 keys (``data.batch_size: 8``) and ``--help`` lists them. Nothing heavy happens in
 ``__init__``: the synthetic folder is generated in ``prepare_data`` (once per node), the
@@ -22,6 +26,12 @@ from detector.data.shapes import SHAPES
 from detector.data.sampler import EpochSampler, ResumableDataLoader, SeededSamples
 from detector.data.synthetic import ensure_synthetic_coco
 from detector.data.transforms import TransformConfig, build_transforms
+
+
+#: The datamodule's answer to a test without a test split (train.py prints it as one error line).
+NO_TEST_SPLIT = ("no test split: set data.test_images and data.test_annotations (a COCO folder's images and "
+                 "JSON), or data.root holding test[2017]/ and annotations/instances_test[2017].json, or "
+                 "data.synthetic_test > 0 for the synthetic dataset")
 
 
 def detection_collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
@@ -189,10 +199,24 @@ class DetectionDataModule(pl.LightningDataModule):
             elif self.dataset == "synthetic" and self._explicit["train"][0] is None:
                 self._categories = (list(range(1, len(SHAPES) + 1)), list(SHAPES))  # known without generating
             else:
-                data = load_coco_json(self.split_paths("train")[1])
-                cats = sorted((c["id"], str(c.get("name", c["id"]))) for c in data.get("categories", []))
-                self._categories = ([c for c, _ in cats], [n for _, n in cats])
+                self._categories = self.categories_of(self._table_split())
         return self._categories
+
+    def _table_split(self) -> str:
+        """The split whose file gives the category table: train, else (evaluation only) val, else test."""
+        for split in ("train", "val", "test"):
+            try:
+                if self.split_paths(split) is not None:
+                    return split
+            except ValueError:
+                continue
+        return "train"  # none found: split_paths("train") raises the message that says what to set
+
+    def categories_of(self, split: str) -> tuple[list, list[str]]:
+        """``(category ids sorted, names)`` of `split`'s annotation file, read without building the dataset."""
+        data = load_coco_json(self.split_paths(split)[1])
+        cats = sorted((c["id"], str(c.get("name", c["id"]))) for c in data.get("categories", []))
+        return [c for c, _ in cats], [n for _, n in cats]
 
     @property
     def num_classes(self) -> int:
@@ -217,11 +241,11 @@ class DetectionDataModule(pl.LightningDataModule):
         ds = CocoDetection(images_dir, ann, transforms=build_transforms(train, self.transform_config),
                            masks=self.masks, drop_empty=self.drop_empty and train, check=self.check,
                            full_check=self.full_check, skip_bad_images=self.skip_bad_images)
-        if self.train_dataset is not None and ds.category_ids != self.train_dataset.category_ids:
+        known = self._categories  # the training file's table (or the synthetic one), when already read
+        if known is not None and (list(ds.category_ids), list(ds.category_names)) != (list(known[0]), list(known[1])):
             raise DatasetError(
                 f"{ann}: categories {dict(zip(ds.category_ids, ds.category_names))} differ from the training "
-                f"file's {dict(zip(self.train_dataset.category_ids, self.train_dataset.category_names))}; "
-                "fix: give every split the same 'categories' list"
+                f"file's {dict(zip(*known))}; fix: give every split the same 'categories' list"
             )
         if self._categories is None:  # no training split read (evaluation): the table of the file evaluated
             self._categories = (ds.category_ids, ds.category_names)
@@ -236,9 +260,18 @@ class DetectionDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.test_dataset is None:
             if self.split_paths("test") is None:
                 if stage == "test":
-                    raise ValueError("no test split: set test_images and test_annotations (or synthetic_test > 0)")
+                    raise ValueError(NO_TEST_SPLIT)
             else:
                 self.test_dataset = self._build("test", train=False)
+        if stage == "predict":
+            split = self.predict_split
+            if getattr(self, f"{split}_dataset") is None:
+                setattr(self, f"{split}_dataset", self._build(split, train=False))
+
+    @property
+    def predict_split(self) -> str:
+        """What ``trainer.predict`` runs on: the test split when there is one, else val."""
+        return "val" if self.split_paths("test") is None else "test"
 
     # ---------------------------------------------------------------------- dataloaders
     def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool) -> DataLoader:
@@ -269,6 +302,14 @@ class DetectionDataModule(pl.LightningDataModule):
         if self.test_dataset is None:
             self.setup("test")
         return self._loader(self.test_dataset, self.val_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The `predict_split`'s images in order (val's transforms: none but the tensor conversion)."""
+        dataset = getattr(self, f"{self.predict_split}_dataset")
+        if dataset is None:
+            self.setup("predict")
+            dataset = getattr(self, f"{self.predict_split}_dataset")
+        return self._loader(dataset, self.val_batch_size, shuffle=False)
 
     def describe(self) -> str:
         """One line per built split, for logs."""

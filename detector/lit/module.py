@@ -17,6 +17,12 @@ What the module adds to the network:
   against the datamodule's own annotation file; logged as ``val/bbox_AP``,
   ``val/bbox_AP50``, ... (and ``val/segm_*`` with masks). evaluate.py scores checkpoints
   without Lightning, through the same per-batch conversion (`detector.evaluation.inference`);
+- test: the same machinery against the datamodule's ``test_annotation_file``, logged as
+  ``test/bbox_AP``... and pycocotools' summary table printed (``train.py test``);
+- predict: ``{image_id: [COCO result, ...]}`` per batch (``train.py predict``; written to
+  ``ROOT/predictions.json`` by `detector.lit.predictions.PredictionsWriter`);
+- fine-tuning: ``init_from`` loads a checkpoint of ours or a torchvision detection state dict
+  non-strictly at the start of the stage, unless a checkpoint was restored (`detector.lit.init_from`);
 - optimization (`configure_optimizers`): SGD or AdamW, linear warm-up then cosine / step /
   constant, stepped per optimizer step (see `detector.lit.schedule`);
 - the category table of the training data, stored in every checkpoint (under
@@ -40,9 +46,11 @@ from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_co
 from detector.evaluation.distributed import flatten, gather_per_image
 from detector.evaluation.inference import batch_results
 from detector.lit.checkpoints import nonfinite_checkpoint_path
+from detector.lit.init_from import init_from
 from detector.lit.run_state import run_state_of
 from detector.lit.schedule import make_lr_lambda
 from detector.models import DetectorConfig, build_detector
+from detector.models.transfer import TransferReport
 
 
 class DetectorModule(pl.LightningModule):
@@ -61,6 +69,13 @@ class DetectorModule(pl.LightningModule):
         channels_last: keep convolution weights (hence activations) in NHWC layout, the one
             oneDNN (CPU) and tensor cores (GPU) prefer under mixed precision. Same numbers
             up to rounding; checkpoints are interchangeable.
+    Args (fine-tuning):
+        init_from: a local file whose weights initialise the network before training: a
+            train.py checkpoint or a torchvision detection state dict, loaded non-strictly
+            (`detector.lit.init_from`; a table of what loaded is printed). Applied in `setup`,
+            once, and only when the trainer resumes nothing: with ``ckpt_path`` the resumed
+            weights win and init_from is not re-applied over them. Not read in ``__init__``, so
+            a fine-tuned run's checkpoint loads after the file is gone.
     """
 
     def __init__(
@@ -79,6 +94,8 @@ class DetectorModule(pl.LightningModule):
         min_lr_factor: float = 0.0,
         # --- speed ---
         channels_last: bool = False,
+        # --- fine-tuning ---
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(detector, Mapping):  # hyperparameters read back (load_from_checkpoint)
@@ -100,8 +117,11 @@ class DetectorModule(pl.LightningModule):
         # datamodule in `setup`, or from a checkpoint.
         self.category_ids: list[int] | None = None
         self.category_names: list[str] | None = None
-        self._val_per_image: dict[int, list[dict[str, Any]]] = {}
+        self._per_image: dict[int, list[dict[str, Any]]] = {}
         self._coco_gt_cache: tuple[str, Any] | None = None
+        self.init_from_report: TransferReport | None = None  # what init_from loaded (None: not applied)
+        self._init_from_done = init_from is None
+        self._restored = False  # a checkpoint was loaded into this module (resume / evaluate a ckpt_path)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
         """torchvision detection I/O: losses with targets in train mode, detections in eval mode."""
@@ -109,6 +129,9 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ categories
     def setup(self, stage: str) -> None:
+        self._setup_categories()
+
+    def _setup_categories(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or getattr(datamodule, "category_ids", None) is None:
             return
@@ -125,12 +148,42 @@ class DetectorModule(pl.LightningModule):
             check_categories(self.category_ids, self.category_names or [], ids, names, "the model")
         self.category_ids, self.category_names = ids, names
 
+    # ------------------------------------------------------------------ fine-tuning
+    # init_from is applied at the start of the stage, after Lightning restored ``ckpt_path`` (if any):
+    # `on_load_checkpoint` has run by then, so a resumed fine-tune keeps its resumed weights.
+    def on_fit_start(self) -> None:
+        self._apply_init_from()
+
+    def on_validation_start(self) -> None:
+        self._apply_init_from()
+
+    def on_test_start(self) -> None:
+        self._apply_init_from()
+
+    def on_predict_start(self) -> None:
+        self._apply_init_from()
+
+    def _apply_init_from(self) -> None:
+        """Load ``init_from`` once, unless the trainer restored a checkpoint (which wins)."""
+        if self._init_from_done:
+            return
+        self._init_from_done = True
+        if self._restored:
+            resumed = self.trainer.ckpt_path if self._trainer is not None else None
+            text = (f"model.init_from={self.hparams.init_from!r} not applied: the weights come from "
+                    f"ckpt_path={resumed!r}")
+        else:
+            self.init_from_report, text = init_from(self.model, self.detector_config, self.hparams.init_from)
+        if self._trainer is None or self.trainer.is_global_zero:
+            print(text, flush=True)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[DETECTOR_KEY] = detector_record(self.category_ids, self.category_names)
         if self._trainer is not None:  # here, not in a callback: also in weights-only checkpoints
             checkpoint[RUN_STATE_KEY] = run_state_of(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = True
         stored = checkpoint.get(DETECTOR_KEY) or {}
         ids, names = stored.get("category_ids"), stored.get("category_names")
         if ids is None:
@@ -167,23 +220,48 @@ class DetectorModule(pl.LightningModule):
             "model.warmup_steps or trainer.gradient_clip_val."
         )
 
-    # ------------------------------------------------------------------ validation
+    # ------------------------------------------------------------------ validation, test, predict
+    # Validation and test are one machinery (`_detect_batch`, `_score`) over different splits: the
+    # datamodule's ``val_annotation_file`` / ``test_annotation_file`` is COCOeval's ground truth.
     def on_validation_epoch_start(self) -> None:
-        self._val_per_image = {}
+        self._per_image = {}
 
     def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> None:
-        images, targets = batch
-        outputs = self.model(images)
-        self._val_per_image.update(batch_results(targets, outputs, self._require_categories(), self.detector_config.mask))
+        self._per_image.update(self._detect_batch(batch))
 
     def on_validation_epoch_end(self) -> None:
-        per_image = gather_per_image(self._val_per_image)
-        self._val_per_image = {}
+        self._score("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._per_image = {}
+
+    def test_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> None:
+        self._per_image.update(self._detect_batch(batch))
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test", print_summary=True)
+
+    def predict_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> dict[int, list[dict[str, Any]]]:
+        """``{image_id: [COCO result, ...]}`` for the batch (the datamodule's predict split)."""
+        return self._detect_batch(batch)
+
+    def _detect_batch(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
+        images, targets = batch
+        return batch_results(targets, self.model(images), self._require_categories(), self.detector_config.mask)
+
+    def _score(self, split: str, print_summary: bool = False) -> None:
+        """COCOeval of the epoch's detections (all ranks, each image once) against `split`'s
+        annotation file; logged as ``{split}/bbox_AP``... by every rank (rank 0 computes)."""
+        per_image = gather_per_image(self._per_image)
+        self._per_image = {}
         metrics: dict[str, CocoEvalResult] = {}
         if self.trainer.is_global_zero:
             iou_types = ("bbox", "segm") if self.detector_config.mask else ("bbox",)
-            metrics = evaluate_coco(self._coco_gt(), flatten(per_image), per_image.keys(), iou_types)
-        numbers = {f"val/{iou}_{name}": value for iou, res in metrics.items() for name, value in res.stats.items()}
+            metrics = evaluate_coco(self._coco_gt(split), flatten(per_image), per_image.keys(), iou_types)
+            if print_summary:
+                for iou, res in metrics.items():
+                    print(f"{split} {iou} ({len(per_image)} images):\n{res.summary}", flush=True)
+        numbers = {f"{split}/{iou}_{name}": value for iou, res in metrics.items() for name, value in res.stats.items()}
         numbers = self.trainer.strategy.broadcast(numbers, src=0)  # every rank logs (and checkpoints on) the same values
         self.log_dict(numbers, sync_dist=False)
 
@@ -195,11 +273,11 @@ class DetectorModule(pl.LightningModule):
             )
         return self.category_ids
 
-    def _coco_gt(self) -> Any:
-        datamodule = self.trainer.datamodule
-        path = getattr(datamodule, "val_annotation_file", None)
+    def _coco_gt(self, split: str) -> Any:
+        attribute = f"{split}_annotation_file"
+        path = getattr(self.trainer.datamodule, attribute, None)
         if path is None:
-            raise ValueError("the datamodule has no `val_annotation_file`: COCO evaluation needs the annotation JSON")
+            raise ValueError(f"the datamodule has no `{attribute}`: COCO evaluation needs the annotation JSON")
         path = str(path)
         if self._coco_gt_cache is None or self._coco_gt_cache[0] != path:
             self._coco_gt_cache = (path, load_coco(path))
