@@ -4,6 +4,7 @@ import sys
 import warnings
 
 from .cli import main
+from .launchers import UsageError
 from .runner import RunFailed
 from .runs import RunFileWarning
 
@@ -22,6 +23,9 @@ if __name__ == "__main__":
     warnings.showwarning = _show_run_file_warning
     try:
         main()
+    except UsageError as e:  # a launcher flag that cannot work here: command-line input, exit code 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except (ValueError, RunFailed) as e:  # user errors and failed runs: the message, no traceback
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -11,8 +11,15 @@ command skips finished runs and resumes interrupted ones. ``--trainer.* --model.
 flags go to every run unchanged (so every variant sees identical data and schedule).
 Results: ``DIR/results.{csv,json,md}``, ``DIR/runs.csv`` and ``DIR/ablation.png``
 (see :mod:`detector.ablation.results` for the table's columns and the spread rule); the
-results name the command and the machine. One ablation at a time per folder (an OS lock on
-``DIR/.ablation.lock``, see :mod:`detector.ablation.lock`); ``--dry-run`` shows what a rerun would do.
+results name the command and the machine. ``--dry-run`` shows what a rerun would do.
+
+Where the runs execute (:mod:`detector.ablation.launchers`): ``--launcher local --jobs N`` runs
+N at once here (one GPU each, or a share of the CPU threads; ``--jobs 1``, the default, is the
+sequential ablation), ``--launcher slurm`` submits a SLURM array through submitit (``--slurm-*``
+flags; ``pip install -e '.[cluster]'``). Each run holds its own OS lock
+(``DIR/runs/<run>/.run.lock``, :mod:`detector.ablation.lock`), so several launchers can share a
+folder: a run another launcher holds is skipped here and counted as running elsewhere; the
+tables are written under ``DIR/.results.lock``.
 A run counts only once its final checkpoint has reached the whole schedule (see
 :mod:`detector.ablation.progress`): an interrupted training is resumed, never tabulated.
 """
@@ -27,9 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-from .lock import AblationLock
+from .launchers import (SlurmOptions, UsageError, launch_local, local_slots, submit_slurm, summary_line,
+                        wait_slurm)
+from .lock import RunLock, results_lock
 from .results import write_results
-from .runner import Commands, RunFailed, execute, split_overrides
+from .runner import Commands, RunFailed, split_overrides
 from .runs import RunDir, RunSpec
 from .stakes import quantization_at_stake
 from .variants import default_variants, parse_variants
@@ -61,6 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true",
                    help="after a failed run, go on with the others (the table marks it missing)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    g = p.add_argument_group("launchers (see detector/ablation/launchers.py and docs/cluster.md)")
+    g.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: runs on this machine (default); slurm: one SLURM array task per run, via submitit "
+                        "(pip install -e '.[cluster]')")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="local: runs at once (default 1: one after another), one GPU each when GPUs exist "
+                        "(at most one per GPU), else CPU threads split between them; slurm: array tasks "
+                        "running at once (default: no limit)")
+    g.add_argument("--slurm-partition", help="SLURM partition of the array's tasks")
+    g.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES",
+                   help="time limit per task in minutes (default 1440); a task that reaches it is requeued "
+                        "and resumes from last.ckpt")
+    g.add_argument("--slurm-gpus-per-run", type=int, default=1, help="GPUs per task (default 1)")
+    g.add_argument("--slurm-mem", type=float, metavar="GB", help="memory per task in GB (default: the partition's)")
+    g.add_argument("--slurm-cpus-per-run", type=int, help="CPU cores per task (default: the partition's)")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. account=myproject or qos=high (repeatable)")
+    g.add_argument("--slurm-cluster", choices=["slurm", "local"], default="slurm",
+                   help="local: submitit's local executor instead of SLURM (the same code path, for testing)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and each run's state, run nothing")
     return p
 
@@ -135,38 +163,78 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
         for spec in specs:
             run = RunDir(args.out, spec)
             rec, problem = run.check_record()
-            state = ("complete" if rec else "trained" if run.training_done()
+            state = ("complete" if rec else "running elsewhere" if RunLock(run.path).is_held_elsewhere()
+                     else "trained" if run.training_done()
                      else f"resume from {run.latest_checkpoint()}" if run.latest_checkpoint() else "new")
             echo(f"{spec.name}: {state}" + (f" (run.json not counted: {problem})" if problem else ""))
         return {"plan": [s.name for s in specs]}
     commands = commands or Commands()
-    failures: list[str] = []
+    launch = _check_launcher(args, rest)
     t0 = time.time()
     if args.analysis:
-        settings["at_stake"] = quantization_at_stake(args.config, rest, args.strides, args.out / "quantization")["line"]
+        with results_lock(args.out):
+            settings["at_stake"] = quantization_at_stake(args.config, rest, args.strides,
+                                                         args.out / "quantization")["line"]
         echo(settings["at_stake"])
+
+    def tables(plot: bool = True) -> dict:
+        with results_lock(args.out):  # another launcher on this folder may be writing them now
+            return write_results(args.out, specs, variants, args.strides, settings, plot=plot)
+
+    outcomes = []
     if not args.report_only:
-        with _sigterm_as_interrupt(), AblationLock(args.out):
-            failures = _run_all(args, specs, variants, config_args, rest, commands, settings, echo)
-    doc = write_results(args.out, specs, variants, args.strides, settings)
+        with _sigterm_as_interrupt():
+            try:
+                outcomes = _launch(args, launch, specs, config_args, rest, commands, tables, echo)
+            except RunFailed:
+                tables()
+                raise
+    doc = tables()
     echo((args.out / "results.md").read_text())
+    failures = [o.name for o in outcomes if o.state == "failed"]
+    if args.launcher != "local" or len(launch) > 1 or any(o.state == "elsewhere" for o in outcomes):
+        echo(summary_line(outcomes))
     echo(f"ablation wall time {(time.time() - t0) / 60:.1f} min; wrote {args.out}/results.{{csv,json,md}}, "
          f"runs.csv, ablation.png" + (f"; failed: {failures}" if failures else ""))
-    return doc
+    return {**doc, "launch": [vars(o) for o in outcomes]}
 
 
-def _run_all(args, specs, variants, config_args, rest, commands, settings, echo) -> list[str]:
-    """Execute the runs in order; return the names of those that failed (with --keep-going)."""
-    failures = []
-    for i, spec in enumerate(specs, 1):
-        echo(f"--- run {i}/{len(specs)}: {spec.name}")
-        try:
-            execute(RunDir(args.out, spec), config_args, rest, commands, args.timing_images, echo)
-        except RunFailed as e:
-            if not args.keep_going:
-                write_results(args.out, specs, variants, args.strides, settings)
-                raise
-            echo(f"FAILED: {e}")
-            failures.append(spec.name)
-        write_results(args.out, specs, variants, args.strides, settings, plot=False)  # progress so far
-    return failures
+def _check_launcher(args, rest):
+    """Validate the launcher flags before anything runs: the local slots, or the SLURM options."""
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.launcher == "local":
+        used = [f for f in ("partition", "mem", "cpus_per_run") if getattr(args, f"slurm_{f}") is not None]
+        if used or args.slurm_option:
+            flag = f"--slurm-{(used or ['option'])[0].replace('_', '-')}"
+            raise UsageError(f"{flag} is for --launcher slurm; add --launcher slurm or drop it")
+        return local_slots(args.jobs or 1, rest) if not args.report_only else [{}]
+    options = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time,
+                           gpus_per_run=args.slurm_gpus_per_run, mem_gb=args.slurm_mem,
+                           cpus_per_run=args.slurm_cpus_per_run, parallel=args.jobs,
+                           cluster=args.slurm_cluster, extra=tuple(args.slurm_option))
+    if not args.report_only:
+        from .launchers import import_submitit
+
+        import_submitit()
+        options.check()
+    return options
+
+
+def _launch(args, launch, specs, config_args, rest, commands, tables, echo):
+    """Execute the runs with the chosen launcher; return their outcomes (raises the first
+    `RunFailed` at the end without --keep-going, after the others finished)."""
+    if args.launcher == "local":
+        return launch_local(args.out, specs, config_args, rest, commands, args.timing_images, launch,
+                            args.keep_going, lambda: tables(plot=False), echo)
+    jobs, settled = submit_slurm(args.out, specs, config_args, rest, commands, args.timing_images, launch, echo)
+    try:
+        outcomes = settled + wait_slurm(jobs, progress=lambda: tables(plot=False), echo=echo)
+    except KeyboardInterrupt:
+        echo(f"stopped waiting: the SLURM tasks go on; tabulate later with the same command and --report-only "
+             f"(task logs: {args.out / 'slurm'})")
+        raise
+    failed = [o for o in outcomes if o.state == "failed"]
+    if failed and not args.keep_going:
+        raise RunFailed("\n".join(o.error if o.log in o.error else f"{o.error} (log: {o.log})" for o in failed))
+    return outcomes

@@ -15,10 +15,12 @@ the same step, so a resumed run is never scored with its interrupted weights.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +78,14 @@ def _script(name: str) -> list[str]:
 
 @dataclass
 class Commands:
-    """Command prefixes of the three stages (replaceable, e.g. by stand-ins in tests)."""
+    """Command prefixes of the three stages (replaceable, e.g. by stand-ins in tests), and the
+    environment variables set for them on top of ours (``env``: a launcher's slot, e.g.
+    ``CUDA_VISIBLE_DEVICES`` or ``OMP_NUM_THREADS``; see :mod:`.launchers`)."""
 
     train: list[str] = field(default_factory=lambda: _script("train"))
     evaluate: list[str] = field(default_factory=lambda: _script("evaluate"))
     timing: list[str] = field(default_factory=lambda: [sys.executable, "-m", "detector.ablation.timing"])
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class RunFailed(RuntimeError):
@@ -123,22 +128,54 @@ def flatten_overrides(groups) -> list[str]:
     return [t for _, toks in groups for t in toks]
 
 
-def _run_logged(cmd: list[str], log: Path, title: str) -> int:
-    """Run ``cmd`` with stdout+stderr appended to ``log``; stop the child if we are stopped."""
+#: Stage subprocesses running now (any thread), so a launcher stopped by Ctrl-C / SIGTERM in
+#: its main thread can stop those its worker threads wait on (`stop_children`).
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_GUARD = threading.Lock()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (train.py saves last.ckpt and exits 143), SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def stop_children() -> int:
+    """Stop every stage subprocess started by `_run_logged` that still runs; return how many."""
+    with _LIVE_GUARD:
+        procs = [p for p in _LIVE if p.poll() is None]
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        _stop(p)
+    return len(procs)
+
+
+def _run_logged(cmd: list[str], log: Path, title: str, env: dict[str, str] | None = None) -> int:
+    """Run ``cmd`` with stdout+stderr appended to ``log`` (``env``: variables set on top of
+    ours, named in the log); stop the child if we are stopped."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
-        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n$ {shlex.join(cmd)}\n")
+        shown = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted((env or {}).items()))
+        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n$ {shown}{shlex.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env} if env else None)
+        with _LIVE_GUARD:
+            _LIVE.add(proc)
         try:
             return proc.wait()
         except BaseException:  # Ctrl-C / SIGTERM of the ablation: leave no orphan training
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
             raise
+        finally:
+            with _LIVE_GUARD:
+                _LIVE.discard(proc)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -186,7 +223,7 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
         cmd += ["--ckpt_path", str(resume)]
     echo(f"[{spec.name}] {'resuming from ' + str(resume) if resume else 'training'} (log: {run.train_log})")
     run.log_attempt("start", resumed_from=str(resume) if resume else None, command=cmd)
-    rc = _run_logged(cmd, run.train_log, "train")
+    rc = _run_logged(cmd, run.train_log, "train", commands.env)
     run.log_attempt("end", returncode=rc)
     if rc != 0:
         raise _run_failed(run, "training", rc, run.train_log, "; rerun the same command to resume it")
@@ -228,7 +265,7 @@ def evaluate(run: RunDir, checkpoint: str, eval_flags: list[str], commands: Comm
     cmd = [*commands.evaluate, checkpoint, "--output", str(run.eval_dir), "--overwrite", "true", *eval_flags]
     echo(f"[{run.spec.name}] evaluating {checkpoint}")
     t0 = time.time()
-    rc = _run_logged(cmd, run.eval_log, "evaluate")
+    rc = _run_logged(cmd, run.eval_log, "evaluate", commands.env)
     seconds = time.time() - t0
     if rc != 0:
         raise _run_failed(run, "evaluation", rc, run.eval_log)
@@ -255,7 +292,7 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
     if device not in (None, "auto", "cpu"):
         cmd += ["--device", device]
     echo(f"[{run.spec.name}] timing inference on {images} images")
-    rc = _run_logged(cmd, run.path / "timing.log", "timing")
+    rc = _run_logged(cmd, run.path / "timing.log", "timing", commands.env)
     if rc != 0:
         raise _run_failed(run, "timing", rc, run.path / "timing.log")
     timing = read_json(run.timing_file)
