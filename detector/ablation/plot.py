@@ -1,4 +1,5 @@
-"""``ablation.png``: AP per variant with every seed, differences to RoIPool, and time.
+"""``ablation.png``: AP per variant with every seed, differences to RoIPool, and time;
+``ap_vs_iou.png``: box AP at each IoU threshold, one curve per variant (mean +- std band).
 
 Built with matplotlib's object API (see :mod:`detector.analysis.plots`), from the rows of
 :mod:`.results` (``summary`` and per-run ``rows``), so notebooks can redraw it from
@@ -12,7 +13,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from .columns import METRICS
+from .columns import IOU_COLUMNS, IOU_THRESHOLDS, METRICS
 from .variants import REFERENCE, parse_variant
 
 
@@ -73,4 +74,22 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
         ax2.set_ylabel("inference [ms / image]")
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_title(f"stride {stride}: cost (gray: train, brown: inference)")
+    return fig
+
+
+def plot_ap_vs_iou_variants(summary: list[dict]) -> Figure:
+    """One panel per stride: box AP [%] at IoU .50 ... .95 per variant, mean +- std over seeds
+    (variants without analysis columns are left out)."""
+    from detector.evaluation.plots import draw_ap_vs_iou
+
+    strides = sorted({s["stride"] for s in summary})
+    fig = Figure(figsize=(6.8 * max(len(strides), 1), 4.6), layout="constrained")
+    axes = fig.subplots(1, max(len(strides), 1), squeeze=False)[0]
+    for ax, stride in zip(axes, strides):
+        series = [{"label": s["label"], "iou_thresholds": IOU_THRESHOLDS, "color": _color(s["variant"]),
+                   "linestyle": "--" if s["variant"].endswith("_max") else "-",
+                   "AP": [s[f"{c}_mean"] for c in IOU_COLUMNS], "std": [s[f"{c}_std"] for c in IOU_COLUMNS]}
+                  for s in summary if s["stride"] == stride and math.isfinite(s.get(f"{IOU_COLUMNS[0]}_mean", math.nan))]
+        draw_ap_vs_iou(ax, series, title=f"stride {stride}: box AP at each IoU (mean ± std over seeds)",
+                       ylabel="AP [%]")
     return fig

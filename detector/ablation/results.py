@@ -9,6 +9,11 @@ than two standard errors of a difference of means (sample std over seeds). It is
 two-sigma screen, not a significance test: with 3 seeds the std itself is uncertain (a
 t-test would ask for about 2.8 standard errors). With one seed there is no spread to judge
 against, and the column says ``n/a``.
+
+Error analysis (`.columns.ANALYSIS_COLUMNS`): each run's ``eval/analysis.json`` adds box AP at
+IoU .50 ... .95 and the localization error / share (mean +- std per variant, after the other
+columns; a run without the file, or whose file is about another step, leaves them empty), a
+second table in results.md and ``ap_vs_iou.png`` (one curve per variant, mean +- std band).
 """
 
 from __future__ import annotations
@@ -19,20 +24,28 @@ from pathlib import Path
 from detector.analysis.tables import markdown_table, write_csv
 from detector.io import atomic_write_text, write_json
 
-from .columns import MASK_PREFIX, METRICS, TIME_FIELDS
-from .runs import RunDir, RunSpec
+from .columns import (
+    ANALYSIS_COLUMNS,
+    IOU_COLUMNS,
+    IOU_THRESHOLDS,
+    LOC_FIELDS,
+    MASK_PREFIX,
+    METRICS,
+    TIME_FIELDS,
+)
+from .runs import RunDir, RunSpec, read_json, warn_file
 from .variants import REFERENCE, Variant
 
-__all__ = ["MASK_PREFIX", "METRICS", "TIME_FIELDS", "beyond_spread", "collect", "markdown", "mean_std", "run_row",
-           "summarize_variants", "write_results"]
+__all__ = ["ANALYSIS_COLUMNS", "MASK_PREFIX", "METRICS", "TIME_FIELDS", "analysis_columns", "beyond_spread", "collect",
+           "markdown", "mean_std", "run_row", "summarize_variants", "write_results"]
 
 
 def _pct(v):
     return math.nan if v is None else 100.0 * float(v)
 
 
-def run_row(rec: dict) -> dict:
-    """One completed run (its run.json) as a flat row."""
+def run_row(rec: dict, analysis: dict | None = None) -> dict:
+    """One completed run (its run.json, and its analysis.json's `analysis_columns`) as a flat row."""
     row = {"name": rec["name"], "variant": rec["variant"],
            "label": Variant(rec["op"], rec.get("mode")).label, "stride": rec["stride"], "seed": rec["seed"]}
     for m in METRICS:
@@ -45,18 +58,46 @@ def run_row(rec: dict) -> dict:
     row["roi_ms_per_image"] = math.nan if rec.get("roi_ms_per_image") is None else rec["roi_ms_per_image"]
     row["global_step"] = rec.get("global_step")
     row["train_attempts"] = rec.get("train_attempts")
+    row.update(analysis or {c: math.nan for c in ANALYSIS_COLUMNS})
     return row
+
+
+def analysis_columns(path: Path, global_step: int | None = None) -> dict | None:
+    """`ANALYSIS_COLUMNS` (percent) from evaluate.py's ``analysis.json`` at `path`; None when the
+    file is missing (an older evaluation), or, with a `RunFileWarning`, when it is broken or
+    about another training step than `global_step`."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = read_json(path)
+    bbox = doc.get("bbox") if isinstance(doc, dict) else None
+    try:
+        if not isinstance(bbox, dict):
+            raise TypeError("no 'bbox' analysis")
+        if global_step is not None and doc.get("global_step") not in (None, global_step):
+            warn_file(path, f"is about step {doc.get('global_step')}, the run evaluated step {global_step}",
+                      "its columns stay empty")
+            return None
+        by_iou = dict(zip((round(float(t), 2) for t in bbox["ap_per_iou"]["iou_thresholds"]), bbox["ap_per_iou"]["AP"]))
+        cols = {c: _pct(by_iou.get(t)) for c, t in zip(IOU_COLUMNS, IOU_THRESHOLDS)}
+        breakdown = bbox.get("breakdown") or {}
+        cols.update({f: _pct(breakdown.get(f)) for f in LOC_FIELDS})
+        return cols
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        warn_file(path, f"is not an analysis.json evaluate.py wrote ({err})", "its columns stay empty")
+        return None
 
 
 def collect(out: Path, specs: list[RunSpec]) -> tuple[list[dict], list[str]]:
     """Rows of the completed runs among ``specs`` and the names of the missing ones."""
     rows, missing = [], []
     for spec in specs:
-        rec = RunDir(out, spec).record()
+        run = RunDir(out, spec)
+        rec = run.record()
         if rec is None:
             missing.append(spec.name)
         else:
-            rows.append(run_row(rec))
+            rows.append(run_row(rec, analysis_columns(run.eval_dir / "analysis.json", rec.get("global_step"))))
     return rows, missing
 
 
@@ -100,6 +141,8 @@ def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[
                     s[f"{m}_beyond_spread"] = beyond_spread(s[f"{m}_delta"], s[f"{m}_std"], len(g), ref_std, len(ref))
                 else:
                     s[f"{m}_delta"], s[f"{m}_beyond_spread"] = (0.0 if v.name == REFERENCE else math.nan), None
+            for c in ANALYSIS_COLUMNS:  # appended after today's columns
+                s[f"{c}_mean"], s[f"{c}_std"] = mean_std(r.get(c) for r in g)
             summary.append(s)
     return summary
 
@@ -141,6 +184,20 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
     text = ("COCO AP in percent, mean ± sample std over seeds. Δ = variant mean - RoIPool mean at the same "
             "stride; 'beyond spread' = |Δ| > 2 standard errors of the difference (n/a with one seed).\n\n")
     text += markdown_table(display) if display else "(no completed runs)\n"
+    analysed = [s for s in summary if math.isfinite(s.get("AP_IoU50_mean", math.nan))]
+    if analysed:
+        text += ("\nBox AP (percent) at each IoU threshold, mean ± std over seeds, from each run's eval/analysis.json (over the runs that have one); "
+                 "Loc−C75 = AP points regained when boxes need IoU .1 instead of .75 (COCO error breakdown), "
+                 "loc share = (Loc−C75) / (100 − C75): the share of all AP75 lost that is localization.\n\n")
+        iou_rows = []
+        for s in analysed:
+            row = {"stride": s["stride"], "variant": s["label"]}
+            for c, t in zip(IOU_COLUMNS, IOU_THRESHOLDS):
+                row[f"{t:.2f}"] = _pm(s[f"{c}_mean"], s[f"{c}_std"])
+            row["Loc−C75"] = _pm(s["loc_error_mean"], s["loc_error_std"])
+            row["loc share %"] = _pm(s["loc_share_mean"], s["loc_share_std"])
+            iou_rows.append(row)
+        text += markdown_table(iou_rows)
     if missing:
         text += f"\nMissing (not completed): {', '.join(missing)}\n"
     if at_stake:
@@ -171,4 +228,7 @@ def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], stri
 
         from .plot import plot_ablation
         save_figure(plot_ablation(summary, rows), out / "ablation.png")
+        if any(math.isfinite(s.get("AP_IoU50_mean", math.nan)) for s in summary):
+            from .plot import plot_ap_vs_iou_variants
+            save_figure(plot_ap_vs_iou_variants(summary), out / "ap_vs_iou.png")
     return doc

@@ -14,7 +14,11 @@ The contract with the rest of the project:
 - `evaluate_coco` runs pycocotools' own `COCOeval` (never a re-implementation) restricted
   to the images that were actually evaluated (so ``limit_val_batches`` or a shard gives
   the AP of those images rather than counting the others as misses), and returns the
-  twelve summary numbers plus per-class AP.
+  twelve summary numbers plus per-class AP, and keeps the `COCOeval` object
+  (``CocoEvalResult.evaluator``: its ``eval["precision"]`` (T, R, K, A, M) and
+  ``eval["recall"]`` (T, K, A, M) arrays, ``params`` and per-image ``evalImgs``) for the error
+  analysis (`detector.evaluation.error_analysis`), which reads those arrays and reruns
+  COCOeval with other parameters instead of matching anything itself.
 
 AP values are fractions in [0, 1] as pycocotools computes them. pycocotools reports -1
 where a number is undefined (e.g. APs when the images have no small object); that
@@ -50,12 +54,29 @@ class CocoEvalResult:
     per_class: category name -> AP at IoU .50:.95 over all areas, 100 detections
         (nan for a category with no ground truth in the evaluated images).
     summary: the text pycocotools' `summarize()` printed.
+    evaluator: the `COCOeval` after ``evaluate()`` and ``accumulate()`` (default parameters,
+        restricted to the evaluated images), or None when no image was evaluated. With no
+        detection at all it was run on an empty result set, so its arrays are defined (precision
+        0 where there is ground truth) although `stats` keep their no-detection values. It
+        holds per-image matches (memory grows with images x classes): drop it
+        (``result.evaluator = None``) once the analysis is done.
     """
 
     iou_type: str
     stats: dict[str, float]
     per_class: dict[str, float] = field(default_factory=dict)
     summary: str = ""
+    evaluator: COCOeval | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def precision(self) -> np.ndarray | None:
+        """COCOeval's ``eval["precision"]``, (T iou thresholds, R recall points, K classes, A areas, M max-dets)."""
+        return None if self.evaluator is None else self.evaluator.eval["precision"]
+
+    @property
+    def recall(self) -> np.ndarray | None:
+        """COCOeval's ``eval["recall"]``, (T, K, A, M)."""
+        return None if self.evaluator is None else self.evaluator.eval["recall"]
 
 
 def load_coco(annotation_file: str) -> COCO:
@@ -149,14 +170,12 @@ def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int]
         has_gt = bool(ids) and len(gt.getAnnIds(imgIds=ids, iscrowd=False)) > 0
         if not has_gt:
             stats = {name: math.nan for name in STAT_NAMES}
-        return CocoEvalResult(iou_type, stats, {names[c]: (0.0 if has_gt else math.nan) for c in sorted(names)}, "")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+        evaluator = _run_cocoeval(gt, empty_results(gt), ids, iou_type) if ids else None
+        return CocoEvalResult(iou_type, stats, {names[c]: (0.0 if has_gt else math.nan) for c in sorted(names)}, "",
+                              evaluator)
+    with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = gt.loadRes(dets)
-        evaluator = COCOeval(gt, coco_dt, iouType=iou_type)
-        evaluator.params.imgIds = ids
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = _run_cocoeval(gt, coco_dt, ids, iou_type)
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
@@ -169,7 +188,28 @@ def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int]
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
         per_class[names[cat_id]] = float(p.mean()) if p.size else math.nan
-    return CocoEvalResult(iou_type, stats, per_class, summary.getvalue())
+    return CocoEvalResult(iou_type, stats, per_class, summary.getvalue(), evaluator)
+
+
+def empty_results(gt: COCO) -> COCO:
+    """A COCO results object with no detection, for `gt`'s images and categories
+    (``COCO.loadRes`` refuses an empty list)."""
+    coco_dt = COCO()
+    coco_dt.dataset = {"images": list(gt.dataset.get("images", [])),
+                       "categories": copy.deepcopy(gt.dataset.get("categories", [])), "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
+
+
+def _run_cocoeval(gt: COCO, coco_dt: COCO, ids: list[int], iou_type: str) -> COCOeval:
+    """COCOeval with its default parameters on `ids`, after evaluate() and accumulate() (quietly)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, coco_dt, iouType=iou_type)
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
 
 
 def _nan_if_undefined(value: float) -> float:

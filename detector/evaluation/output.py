@@ -5,6 +5,10 @@ What evaluate.py writes there (and so what it calls *its* files):
 - one checkpoint: ``metrics.json`` and ``detections.json``;
 - several: ``<label>/metrics.json`` and ``<label>/detections.json`` per checkpoint, and
   ``comparison.json``;
+- with the error analysis (the default), beside each metrics.json: ``analysis.json`` and the
+  plots `ANALYSIS_PLOTS` (``ap_vs_iou.png``, ``<bbox|segm>_pr_curves.png``,
+  ``<bbox|segm>_confusion.png``, ``<bbox|segm>_breakdown.png``); side by side also the
+  folder's own ``ap_vs_iou.png``;
 - while writing, ``.tmp-<name>-*.partial`` (`detector.io.atomic_write`), which a
   killed process can leave behind.
 
@@ -38,8 +42,13 @@ from detector.io import write_json
 METRICS = "metrics.json"
 DETECTIONS = "detections.json"
 COMPARISON = "comparison.json"
-_TOP_LEVEL = (METRICS, DETECTIONS, COMPARISON)
-_PER_CHECKPOINT = (METRICS, DETECTIONS)
+ANALYSIS = "analysis.json"
+AP_VS_IOU = "ap_vs_iou.png"
+#: The error analysis's figures (`detector.evaluation.runner.write_analysis_plots`).
+ANALYSIS_PLOTS = (AP_VS_IOU, *(f"{iou}_{kind}.png" for iou in ("bbox", "segm")
+                               for kind in ("pr_curves", "confusion", "breakdown")))
+_TOP_LEVEL = (METRICS, DETECTIONS, COMPARISON, ANALYSIS, *ANALYSIS_PLOTS)
+_PER_CHECKPOINT = (METRICS, DETECTIONS, ANALYSIS, *ANALYSIS_PLOTS)
 
 
 class OutputError(OSError):
@@ -121,6 +130,14 @@ def clear_results(folder: str | os.PathLike) -> list[Path]:
         with contextlib.suppress(OSError):  # not empty: it holds the user's files, which stay
             sub.rmdir()
     return removed
+
+
+def analysis_plot(iou_type: str, kind: str) -> str:
+    """The file name of one of the `ANALYSIS_PLOTS` (``kind``: pr_curves, confusion or breakdown)."""
+    name = f"{iou_type}_{kind}.png"
+    if name not in ANALYSIS_PLOTS:
+        raise ValueError(f"no analysis plot {name!r} (known: {', '.join(ANALYSIS_PLOTS)})")
+    return name
 
 
 def write_results(folder: str | os.PathLike, files: Iterable[tuple[str, Any]]) -> None:

@@ -9,6 +9,15 @@ deltas against the first checkpoint) and the files are written:
   checkpoint (labels from `unique_labels`) and ``OUTPUT/comparison.json`` with every
   checkpoint's numbers and their deltas against the first.
 
+With ``analysis`` (the default) each checkpoint's COCOeval is also analysed
+(`detector.evaluation.error_analysis`: AP at each IoU threshold, per-class AP / AR and PR
+curves, a confusion matrix at IoU .5, the COCO error breakdown) right after it is scored, and
+``analysis.json`` plus ``ap_vs_iou.png``, ``<iou type>_pr_curves.png``,
+``<iou type>_confusion.png`` and ``<iou type>_breakdown.png`` go beside its metrics.json;
+side by side, ``OUTPUT/ap_vs_iou.png`` draws one curve per checkpoint. The AP-vs-IoU rows and
+the breakdown numbers are printed under the table. metrics.json, detections.json and
+comparison.json are the same with or without it.
+
 The files are written after every checkpoint is evaluated, metrics.json after its
 detections.json (`detector.evaluation.output.write_results`, which raises `OutputError`
 naming the file when the disk is full or read-only). The folder was checked before the
@@ -19,19 +28,37 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from detector.checkpointing import LoadedDetector
 from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_coco
 from detector.evaluation.distributed import flatten
+from detector.evaluation.error_analysis import analyze
 from detector.evaluation.inference import detect
-from detector.evaluation.output import COMPARISON, DETECTIONS, METRICS, write_results
-from detector.evaluation.report import format_table, metrics_document, unique_labels
+from detector.evaluation.output import (
+    ANALYSIS,
+    AP_VS_IOU,
+    COMPARISON,
+    DETECTIONS,
+    METRICS,
+    OutputError,
+    analysis_plot,
+    write_results,
+)
+from detector.evaluation.report import (
+    analysis_document,
+    ap_vs_iou_series,
+    format_ap_vs_iou,
+    format_breakdown,
+    format_table,
+    metrics_document,
+    unique_labels,
+)
 
 
 @dataclass
@@ -40,6 +67,17 @@ class Evaluation:
 
     per_image: dict[int, list[dict[str, Any]]]
     metrics: dict[str, CocoEvalResult]
+    analysis: dict[str, Any] | None = None  # {iou type: error_analysis.analyze(...)}
+    analysis_seconds: float = 0.0
+
+    def analyze(self, score_threshold: float = 0.5) -> None:
+        """Fill `analysis` from each IoU type's COCOeval, then drop the COCOeval objects (their
+        per-image matches are the big part of an evaluation's memory)."""
+        start = time.perf_counter()
+        self.analysis = {t: analyze(r, score_threshold) for t, r in self.metrics.items() if r.evaluator is not None}
+        self.analysis_seconds = time.perf_counter() - start
+        for result in self.metrics.values():
+            result.evaluator = None
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -67,12 +105,22 @@ def evaluate_checkpoints(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
+    analysis: bool = True,
 ) -> dict[str, Any]:
     """Evaluate `loaded` on `datamodule`'s validation split; print and write the files.
 
+    analysis: also run the error analysis and write analysis.json and its plots (module doc).
     Returns ``{label: metrics document}``.
     """
-    evaluations = [evaluate_detector(item, datamodule, device, autocast_dtype, progress) for item in loaded]
+    evaluations = []
+    for item in loaded:
+        evaluation = evaluate_detector(item, datamodule, device, autocast_dtype, progress)
+        if analysis:
+            evaluation.analyze()
+        else:
+            for result in evaluation.metrics.values():
+                result.evaluator = None
+        evaluations.append(evaluation)
     labels = unique_labels([item.path for item in loaded]) if len(loaded) > 1 else ["model"]
     documents: dict[str, Any] = {}
     files: list[tuple[str, Any]] = []  # (path relative to output, JSON object), in writing order
@@ -94,6 +142,10 @@ def evaluate_checkpoints(
         )
         folder = "" if len(loaded) == 1 else label
         files += [(os.path.join(folder, DETECTIONS), evaluation.results), (os.path.join(folder, METRICS), doc)]
+        if evaluation.analysis is not None:
+            files.append((os.path.join(folder, ANALYSIS),
+                          analysis_document(evaluation.analysis, checkpoint=os.path.abspath(item.path),
+                                            global_step=item.global_step, seconds=evaluation.analysis_seconds)))
         documents[label] = doc
         step = "?" if item.global_step is None else item.global_step
         print(f"[{label}] {item.path}: {cfg.backbone} stride {cfg.stride}, roi_op={cfg.roi_op}, "
@@ -101,14 +153,58 @@ def evaluate_checkpoints(
     print()
     print(format_table(labels, [e.metrics for e in evaluations], per_class=per_class))
     print()
+    analysed = [(label, e) for label, e in zip(labels, evaluations) if e.analysis]
+    if analysed:
+        print(format_ap_vs_iou([label for label, _ in analysed], [e.analysis for _, e in analysed]))
+        print()
+        print(format_breakdown([label for label, _ in analysed], [e.analysis for _, e in analysed]))
+        print()
+        seconds = ", ".join(f"{label} {e.analysis_seconds:.1f} s" for label, e in analysed)
+        print(f"error analysis took {seconds}")
     if len(loaded) > 1:
         files.append((COMPARISON, comparison_document(labels, documents)))
     write_results(output, files)
+    if analysed:
+        write_analysis_plots(output, labels if len(loaded) > 1 else [""], evaluations)
     if len(loaded) > 1:
-        print(f"wrote {output}/<label>/{METRICS}, {DETECTIONS} and {os.path.join(output, COMPARISON)}")
+        print(f"wrote {output}/<label>/{METRICS}, {DETECTIONS} and {os.path.join(output, COMPARISON)}"
+              + (f"; {ANALYSIS} and plots per checkpoint, {os.path.join(output, AP_VS_IOU)}" if analysed else ""))
     else:
-        print(f"wrote {os.path.join(output, METRICS)} and {os.path.join(output, DETECTIONS)}")
+        print(f"wrote {os.path.join(output, METRICS)} and {os.path.join(output, DETECTIONS)}"
+              + (f"; {ANALYSIS} and plots in {output}" if analysed else ""))
     return documents
+
+
+def write_analysis_plots(output: str, folders: Sequence[str], evaluations: Sequence[Evaluation]) -> None:
+    """The PNGs of the module doc (OutputError names a file that could not be written)."""
+    from detector.evaluation.plots import (
+        plot_ap_vs_iou,
+        plot_breakdown,
+        plot_confusion,
+        plot_pr_curves,
+        write_png,
+    )
+
+    figures = []
+    for folder, evaluation in zip(folders, evaluations):
+        if not evaluation.analysis:
+            continue
+        series = ap_vs_iou_series({"": evaluation.analysis})
+        figures.append((os.path.join(folder, AP_VS_IOU), plot_ap_vs_iou(series, title=f"AP at each IoU {folder}")))
+        for iou_type, analysis in evaluation.analysis.items():
+            figures.append((os.path.join(folder, analysis_plot(iou_type, "pr_curves")), plot_pr_curves(analysis)))
+            figures.append((os.path.join(folder, analysis_plot(iou_type, "confusion")), plot_confusion(analysis)))
+            if "breakdown" in analysis:
+                figures.append((os.path.join(folder, analysis_plot(iou_type, "breakdown")),
+                                plot_breakdown(analysis, title=f"{folder} {iou_type} error breakdown".strip())))
+    if len(folders) > 1:
+        series = ap_vs_iou_series({label: e.analysis for label, e in zip(folders, evaluations) if e.analysis})
+        figures.append((AP_VS_IOU, plot_ap_vs_iou(series, title="AP at each IoU threshold, side by side")))
+    for name, figure in figures:
+        try:
+            write_png(figure, os.path.join(output, name))
+        except OSError as err:
+            raise OutputError(err.errno, err.strerror or str(err)) from err
 
 
 def comparison_document(labels: Sequence[str], documents: dict[str, Any]) -> dict[str, Any]:

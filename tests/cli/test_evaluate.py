@@ -256,11 +256,14 @@ def test_existing_results_are_refused_unless_overwrite(trained_run, tmp_path, ca
 
     docs, _ = _evaluate([last, best, "--output", str(out_dir), "--overwrite", "true"], capsys)
     assert not (out_dir / "metrics.json").exists() and not (out_dir / "detections.json").exists()  # no stale file
+    assert not (out_dir / "analysis.json").exists() and not (out_dir / "bbox_breakdown.png").exists()
     assert (out_dir / "comparison.json").is_file() and all((out_dir / label / "metrics.json").is_file() for label in docs)
     assert (out_dir / "notes.txt").read_text() == "mine" and (out_dir / "plots" / "pr.png").is_file()  # the user's
 
     docs, _ = _evaluate([best, "--output", str(out_dir), "--overwrite", "true"], capsys)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["detections.json", "metrics.json", "notes.txt", "plots"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [  # the side-by-side folders (with their analysis) are gone
+        "analysis.json", "ap_vs_iou.png", "bbox_breakdown.png", "bbox_confusion.png", "bbox_pr_curves.png",
+        "detections.json", "metrics.json", "notes.txt", "plots"]
 
 
 def test_unwritable_output_fails_before_any_work(trained_run, tmp_path, capsys, monkeypatch):
