@@ -33,6 +33,8 @@ key's name and the accepted choices before anything is built. What the subclass 
   read; it logs ``test/bbox_AP``... and prints pycocotools' table;
 - ``predict`` runs on the test split, else val, and writes ``ROOT/predictions.json`` (COCO
   results + ``file_name``; an earlier one is refused without ``--overwrite true``);
+- a ``--ckpt_path`` file's stored model arguments replace the config's ``model`` (Lightning's
+  rule), read through `detector.checkpointing.module_hparams` so format-1 checkpoints work too;
 - ``--model.init_from FILE`` (fine-tuning) must be an existing file unless ``--ckpt_path``
   resumes (which wins: init_from is then not applied); its errors are one ``error:`` line;
 - the datamodule's init arguments are stored in every checkpoint (as Lightning's
@@ -57,7 +59,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from detector.checkpointing import DETECTOR_KEY, load_checkpoint
+from detector.checkpointing import DETECTOR_KEY, load_checkpoint, module_hparams
 from detector.cli.parser import DetectorArgumentParser, plain
 from detector.data import DatasetError, DetectionDataModule
 from detector.data.datamodule import NO_TEST_SPLIT
@@ -156,6 +158,22 @@ class DetectorCLI(LightningCLI):
         except RunFolderError as err:
             print(f"train.py: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: a ``ckpt_path`` file's stored model arguments become the config's ``model``;
+        here read through `module_hparams`, so format-1 checkpoints (flat detector keys) test,
+        predict and validate too, and a file that is not ours is one ``error:`` line."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not os.path.isfile(str(ckpt_path)):
+            return
+        try:
+            stored = load_checkpoint(str(ckpt_path)).get("hyper_parameters") or {}
+            hparams = module_hparams(stored, where=f"ckpt_path={str(ckpt_path)!r}") if stored else {}
+        except ValueError as err:
+            _input_error(str(err))
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_test(self) -> None:
         """A test split and a checkpoint of its categories, or one ``error:`` line (exit 2)."""

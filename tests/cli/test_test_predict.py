@@ -87,3 +87,15 @@ def test_test_file_with_other_categories_than_the_checkpoint_is_refused(trained_
     assert exit_.value.code == 2
     assert "the dataset's categories do not match checkpoint" in err and "(4, 'star')" in err  # check_categories' message
     assert not list(tmp_path.glob("**/predictions.json"))
+
+
+def test_a_format1_checkpoint_tests_with_its_own_model_settings(data_root, tmp_path, capsys):
+    """LightningCLI puts a ckpt_path's stored model arguments into the config; format 1 (flat keys)
+    used to stop with "Subcommand 'test' does not accept option 'model.backbone'"."""
+    from test_checkpointing import format1_checkpoint
+
+    old = format1_checkpoint(tmp_path / "old.ckpt")
+    cli = DetectorCLI(args=["test", *tiny_args(data_root, tmp_path / "run"), *TEST_SPLIT, "--ckpt_path", str(old)])
+    config = cli.model.detector_config
+    assert (config.backbone, config.stride, config.roi_op, config.norm) == ("resnet18", 16, "roi_align", "bn")  # not tiny's
+    assert "test/bbox_AP" in cli.trainer.callback_metrics and "test bbox (2 images):" in capsys.readouterr().out
