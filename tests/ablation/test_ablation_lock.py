@@ -14,12 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 from unittest.mock import ANY
 
+import pytest
+
 from detector.ablation.cli import main
-from detector.ablation.lock import RunBusy, RunLock
+from detector.ablation.lock import RunLock
 from detector.ablation.runner import Commands
 
 REPO = Path(__file__).resolve().parents[2]
