@@ -152,9 +152,21 @@ def _geometry(evaluator: COCOeval, coco, ann_ids: Sequence[int]) -> list[Any]:
     return [a["bbox"] for a in anns]
 
 
+def check_score_threshold(value: Any, name: str = "score_threshold") -> float:
+    """`value` as a float in [0, 1], else ValueError naming `name` (for a command-line flag)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a score in [0, 1] (detections with a score >= it are counted), got {value!r}")
+    return number
+
+
 def confusion_matrix(evaluator: COCOeval, iou_threshold: float = 0.5, score_threshold: float = 0.5) -> dict[str, Any]:
     """The confusion matrix of the module doc: ``{"labels", "matrix" (K+1 x K+1 ints), "rows",
     "columns", "iou_threshold", "score_threshold"}``."""
+    score_threshold = check_score_threshold(score_threshold)
     p = evaluator.params
     t = _index(p.iouThrs, iou_threshold, "IoU threshold")
     a, n_area, n_img, n_cat = _area_all(evaluator), len(p.areaRng), len(p.imgIds), len(p.catIds)

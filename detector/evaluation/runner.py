@@ -106,17 +106,19 @@ def evaluate_checkpoints(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
     analysis: bool = True,
+    confusion_score_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Evaluate `loaded` on `datamodule`'s validation split; print and write the files.
 
     analysis: also run the error analysis and write analysis.json and its plots (module doc).
+    confusion_score_threshold: the detections the confusion matrix counts (score >= it).
     Returns ``{label: metrics document}``.
     """
     evaluations = []
     for item in loaded:
         evaluation = evaluate_detector(item, datamodule, device, autocast_dtype, progress)
         if analysis:
-            evaluation.analyze()
+            evaluation.analyze(confusion_score_threshold)
         else:
             for result in evaluation.metrics.values():
                 result.evaluator = None

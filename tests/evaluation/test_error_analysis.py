@@ -21,6 +21,7 @@ from detector.evaluation.coco_eval import evaluate_coco
 from detector.evaluation.error_analysis import (
     BREAKDOWN_TYPES,
     analyze,
+    check_score_threshold,
     confusion_matrix,
     error_breakdown,
 )
@@ -101,6 +102,16 @@ def test_hand_made_confusion_matrix():
     ]
     # without the score threshold the dog detection on the (already matched) cat is background too
     assert confusion_matrix(result.evaluator, score_threshold=0.0)["matrix"][3] == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "high", None])
+def test_confusion_score_threshold_is_checked(bad):
+    gt, dets = hand_case()
+    evaluator = evaluate_coco(gt, dets)["bbox"].evaluator
+    with pytest.raises(ValueError, match=r"score_threshold must be a score in \[0, 1\]"):
+        confusion_matrix(evaluator, score_threshold=bad)
+    with pytest.raises(ValueError, match=r"--confusion_score must be"):
+        check_score_threshold(bad, "--confusion_score")
 
 
 def test_hand_made_breakdown():
