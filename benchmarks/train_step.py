@@ -62,6 +62,7 @@ def make_config(args: argparse.Namespace, roi_op: str, options: dict) -> Detecto
         num_classes=args.num_classes,
         roi_op=roi_op,
         roi_options=options,
+        fpn=True if args.fpn else None,
     )
     return base(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -107,7 +108,8 @@ def torchvision_twin(ours: nn.Module, cfg: DetectorConfig) -> FasterRCNN:
         rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         rpn_positive_fraction=cfg.rpn_positive_fraction,
         rpn_score_thresh=cfg.rpn_score_thresh,
-        box_roi_pool=MultiScaleRoIAlign(["0"], cfg.resolved_roi_output_size, sampling_ratio=2),
+        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"] if cfg.fpn else ["0"], cfg.resolved_roi_output_size,
+                                        sampling_ratio=2),
         box_head=copy.deepcopy(heads.box_head),
         box_predictor=copy.deepcopy(heads.box_predictor),
         box_score_thresh=cfg.box_score_thresh,
@@ -301,6 +303,7 @@ def main() -> None:
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)
     p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--fpn", action="store_true", help="a ResNet with a feature pyramid (P2-P5, multi-level ROI pooler)")
     p.add_argument("--image-size", type=int, default=320, help="input images are about this size")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
@@ -342,7 +345,9 @@ def main() -> None:
         f"{c['first_step_max_abs_loss_diff']:.2e}"
     )
 
-    if not args.skip_split:
+    if args.fpn and not args.skip_split:  # the split times one single-level op; benchmarks/fpn_pooler.py times the pooler
+        print("--fpn: per-stage split skipped (the multi-level pooler is timed by benchmarks/fpn_pooler.py)")
+    if not args.skip_split and not args.fpn:
         split = stage_split(args, device, args.ops)
         result["stages_ms"] = split
         cols = STAGES + ("total", "roi_op_alone_fwd", "roi_op_alone_bwd")

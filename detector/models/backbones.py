@@ -110,6 +110,34 @@ def _resnet(
     return Backbone(body, BODY_CHANNELS[(name, 16)], 16, out_channels), net.layer4
 
 
+#: Channels of ResNet stages C2-C5 (torchvision's layer1-layer4), the FPN's inputs.
+FPN_IN_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512), "resnet50": (256, 512, 1024, 2048)}
+#: The pyramid levels the ROI layer pools from (P2-P5) and their feature-dict keys in BackboneWithFPN's output.
+FPN_LEVELS = (2, 3, 4, 5)
+FPN_FEATURE_NAMES = ("0", "1", "2", "3")
+
+
+def build_fpn_backbone(name: str, *, weights: str | None = None, norm: str = "frozen_bn", trainable_layers: int = 5,
+                       out_channels: int | None = None) -> nn.Module:
+    """ResNet `name` with torchvision's `BackboneWithFPN` over C2-C5: ``Tensor[N, 3, H, W]`` ->
+    ``{"0": P2, "1": P3, "2": P4, "3": P5, "pool": P6}``, each ``out_channels`` wide (None = 256).
+
+    The ResNet, its norm layers, its weights and its frozen stages are built exactly as for
+    the single-level backbone; only the pyramid (1x1 laterals + 3x3 outputs) is new.
+    """
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    if name not in FPN_IN_CHANNELS:
+        raise ValueError(f"fpn needs a ResNet backbone ({sorted(FPN_IN_CHANNELS)}), got {name!r}")
+    net = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
+    if weights is not None:
+        load_backbone_weights(net, name, weights)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    _freeze([stem, net.layer1, net.layer2, net.layer3, net.layer4], trainable_layers)
+    return_layers = {f"layer{i + 1}": key for i, key in enumerate(FPN_FEATURE_NAMES)}
+    return BackboneWithFPN(net, return_layers, list(FPN_IN_CHANNELS[name]), out_channels or 256)
+
+
 def _vgg16(stride: int, weights: str | None, trainable_layers: int, out_channels: int | None) -> Backbone:
     # Only `features` is used: building the 120M-parameter classifier for real would cost
     # seconds and half a gigabyte, so the full model exists on the meta device only, to

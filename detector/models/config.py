@@ -32,6 +32,8 @@ from detector.ops import ROI_OPS, get_roi_op
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50")
 STRIDES = (16, 32)
 BOX_HEADS = ("mlp", "res5")
+#: With ``fpn``: the RPN's anchor size per level P2..P6 (torchvision's FPN default).
+FPN_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 NORMS = ("frozen_bn", "bn", "gn")
 
 
@@ -89,7 +91,12 @@ class DetectorConfig:
     """Backbone stages trained, counted from the top (0..5). None = 5 (all) at random init,
     3 with pretrained weights (torchvision's default)."""
     out_channels: int | None = None
-    """Optional 1x1 conv reducing the backbone output to this many channels (None = keep)."""
+    """Optional 1x1 conv reducing the backbone output to this many channels (None = keep);
+    with ``fpn`` the pyramid's width (None = 256, as in the FPN paper)."""
+    fpn: bool = False
+    """A feature pyramid (ResNets only; torchvision's `BackboneWithFPN`): P2-P5 (strides
+    4-32) for the ROI layer, each box pooled from the level its size picks (FPN Eq. 1, see
+    `detector.models.poolers`), plus P6 for the RPN. `stride` has no meaning then (leave 32)."""
 
     # --- classes and the model's own resize ------------------------------------------
     num_classes: int = 91
@@ -167,6 +174,13 @@ class DetectorConfig:
             _check_int("trainable_layers", self.trainable_layers, 0, 5)
         if self.out_channels is not None:
             _check_int("out_channels", self.out_channels, 1)
+        if not isinstance(self.fpn, bool):
+            _fail("fpn", self.fpn, "True or False")
+        if self.fpn and self.backbone == "vgg16":
+            _fail("fpn", self.fpn, "False with vgg16 (the pyramid is built on ResNet stages C2-C5; use resnet18/34/50)")
+        if self.fpn and self.stride != 32:
+            _fail("stride", self.stride, "32 with fpn=True (the pyramid pools every box from P2-P5 by its size, "
+                  "so a single stride has no meaning; leave stride at 32)")
         _check_int("num_classes", self.num_classes, 2)
         if isinstance(self.min_size, list):
             self.min_size = tuple(self.min_size)  # YAML gives lists
@@ -180,6 +194,9 @@ class DetectorConfig:
                 isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.anchor_sizes
             ):
                 _fail("anchor_sizes", self.anchor_sizes, "None or a non-empty tuple of positive sizes in pixels")
+            if self.fpn and len(self.anchor_sizes) != len(FPN_ANCHOR_SIZES):
+                _fail("anchor_sizes", self.anchor_sizes, f"{len(FPN_ANCHOR_SIZES)} sizes with fpn=True, one per RPN "
+                      "level P2-P6 (None = 32, 64, 128, 256, 512)")
         self.aspect_ratios = tuple(self.aspect_ratios)
         if not self.aspect_ratios or any(
             isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in self.aspect_ratios
@@ -292,9 +309,12 @@ class DetectorConfig:
 
     @property
     def resolved_anchor_sizes(self) -> tuple[float, ...]:
-        """Powers of two from 16 px (below one stride-32 cell) up to the short side."""
+        """Powers of two from 16 px (below one stride-32 cell) up to the short side; with
+        ``fpn`` one size per RPN level P2-P6: 32, 64, 128, 256, 512 (torchvision's)."""
         if self.anchor_sizes is not None:
             return self.anchor_sizes
+        if self.fpn:
+            return FPN_ANCHOR_SIZES
         short = max(self.min_size) if isinstance(self.min_size, tuple) else self.min_size
         sizes, s = [], 16
         while s <= max(short, 16):

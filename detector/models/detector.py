@@ -24,9 +24,10 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detector.ops import build_roi_op
 
-from .backbones import BODY_CHANNELS, build_backbone
+from .backbones import BODY_CHANNELS, FPN_FEATURE_NAMES, FPN_LEVELS, build_backbone, build_fpn_backbone
 from .config import DetectorConfig
 from .heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, Res5Head, SingleLevelRoIPooler, TwoMLPHead
+from .poolers import MultiLevelRoIPooler
 from .targets import validate_images, validate_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -85,6 +86,8 @@ def build_detector(
         >>> model = build_detector(DetectorConfig.small(roi_op="roi_pool")).eval()
         >>> out = model([torch.rand(3, 120, 160)])  # [{"boxes", "labels", "scores"}]
     """
+    if cfg.fpn:
+        return _build_fpn_detector(cfg, box_roi_op, mask_roi_op)
     backbone, c5 = build_backbone(
         cfg.backbone,
         cfg.stride,
@@ -96,18 +99,7 @@ def build_detector(
     channels, size = backbone.out_channels, cfg.resolved_roi_output_size
 
     anchors = AnchorGenerator(sizes=(tuple(cfg.resolved_anchor_sizes),), aspect_ratios=(tuple(cfg.aspect_ratios),))
-    rpn = RegionProposalNetwork(
-        anchors,
-        RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        cfg.rpn_fg_iou_thresh,
-        cfg.rpn_bg_iou_thresh,
-        cfg.rpn_batch_size_per_image,
-        cfg.rpn_positive_fraction,
-        dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
-        dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
-        cfg.rpn_nms_thresh,
-        score_thresh=cfg.rpn_score_thresh,
-    )
+    rpn = _rpn(cfg, anchors, channels)
 
     if box_roi_op is None:
         box_roi_op = build_roi_layer(cfg.roi_op, size, cfg.spatial_scale, cfg.resolved_roi_options)
@@ -148,3 +140,62 @@ def build_detector(
     )
     transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     return TwoStageDetector(backbone, rpn, roi_heads, transform, cfg.num_classes)
+
+
+def _rpn(cfg: DetectorConfig, anchors: AnchorGenerator, channels: int) -> RegionProposalNetwork:
+    return RegionProposalNetwork(
+        anchors,
+        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        cfg.rpn_fg_iou_thresh,
+        cfg.rpn_bg_iou_thresh,
+        cfg.rpn_batch_size_per_image,
+        cfg.rpn_positive_fraction,
+        dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
+        dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
+        cfg.rpn_nms_thresh,
+        score_thresh=cfg.rpn_score_thresh,
+    )
+
+
+def _build_fpn_detector(cfg: DetectorConfig, box_roi_op: nn.Module | None,
+                        mask_roi_op: nn.Module | None) -> TwoStageDetector:
+    """`build_detector` with a feature pyramid: the same RPN, heads and transform as
+    torchvision's ``fasterrcnn_resnet50_fpn``, the ROI layer any op of the table, one module
+    per level P2-P5 (`MultiLevelRoIPooler`). An injected `box_roi_op` / `mask_roi_op` must be
+    a pooler with RoIHeads' signature (it sees the whole feature dict)."""
+    backbone = build_fpn_backbone(cfg.backbone, weights=cfg.weights, norm=cfg.resolved_norm,
+                                  trainable_layers=cfg.resolved_trainable_layers, out_channels=cfg.out_channels)
+    channels, size = backbone.out_channels, cfg.resolved_roi_output_size
+    anchors = AnchorGenerator(sizes=tuple((s,) for s in cfg.resolved_anchor_sizes),
+                              aspect_ratios=(tuple(cfg.aspect_ratios),) * len(cfg.resolved_anchor_sizes))
+
+    def pooler(op: str, output_size: int, options: dict[str, Any]) -> MultiLevelRoIPooler:
+        return MultiLevelRoIPooler.build(lambda scale: build_roi_layer(op, output_size, scale, options),
+                                         FPN_FEATURE_NAMES, FPN_LEVELS)
+
+    box_pool = box_roi_op if box_roi_op is not None else pooler(cfg.roi_op, size, cfg.resolved_roi_options)
+    mask_parts: dict[str, nn.Module] = {}
+    if cfg.mask:
+        mask_pool = mask_roi_op if mask_roi_op is not None else pooler(
+            cfg.resolved_mask_roi_op, cfg.mask_roi_output_size, cfg.resolved_mask_roi_options)
+        mask_parts = dict(
+            mask_roi_pool=mask_pool,
+            mask_head=MaskRCNNHeads(channels, list(cfg.mask_head_layers), dilation=1),
+            mask_predictor=MaskRCNNPredictor(cfg.mask_head_layers[-1], cfg.mask_dim_reduced, cfg.num_classes),
+        )
+    roi_heads = RoIHeads(
+        box_pool,
+        TwoMLPHead(channels * size * size, cfg.representation_size),
+        FastRCNNPredictor(cfg.representation_size, cfg.num_classes),
+        cfg.box_fg_iou_thresh,
+        cfg.box_bg_iou_thresh,
+        cfg.box_batch_size_per_image,
+        cfg.box_positive_fraction,
+        None,
+        cfg.box_score_thresh,
+        cfg.box_nms_thresh,
+        cfg.box_detections_per_img,
+        **mask_parts,
+    )
+    transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return TwoStageDetector(backbone, _rpn(cfg, anchors, channels), roi_heads, transform, cfg.num_classes)
