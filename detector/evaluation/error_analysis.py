@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detector.evaluation.coco_eval import CocoEvalResult
@@ -216,7 +217,7 @@ def confusion_matrix(evaluator: COCOeval, iou_threshold: float = 0.5, score_thre
 class _Rerun(COCOeval):
     """COCOeval with the analysis tool's parameters: one IoU threshold, area all, 100 detections.
 
-    only_category: keep only this category's detections (the ``useCats=0`` reruns);
+    coco_gt, coco_dt: other ground truth / detections than `base`'s (subsets, see `_subset`);
     counted_category: mark every other category's ground truth *ignore* (after COCOeval's
         ``_prepare``, which sets ``ignore`` from ``iscrowd`` alone);
     ious: COCOeval's ``ious`` of the main run, reused where the key matches (same images,
@@ -224,10 +225,10 @@ class _Rerun(COCOeval):
     """
 
     def __init__(self, base: COCOeval, iou_threshold: float, image_ids: Sequence[int], category_ids: Sequence[int],
-                 use_cats: bool, only_category: int | None = None, counted_category: int | None = None,
-                 ious: Mapping | None = None):
+                 use_cats: bool, coco_gt: COCO | None = None, coco_dt: COCO | None = None,
+                 counted_category: int | None = None, ious: Mapping | None = None):
         with contextlib.redirect_stdout(io.StringIO()):
-            super().__init__(base.cocoGt, base.cocoDt, iouType=base.params.iouType)
+            super().__init__(coco_gt or base.cocoGt, coco_dt or base.cocoDt, iouType=base.params.iouType)
         p = self.params
         a = _area_all(base)
         p.imgIds, p.catIds = list(image_ids), list(category_ids)
@@ -235,13 +236,10 @@ class _Rerun(COCOeval):
         p.recThrs = np.array(base.params.recThrs)
         p.maxDets, p.areaRng, p.areaRngLbl = [100], [list(base.params.areaRng[a])], ["all"]
         p.useCats = int(use_cats)
-        self._only, self._counted, self._cached = only_category, counted_category, ious
+        self._counted, self._cached = counted_category, ious
 
     def _prepare(self):
         super()._prepare()
-        if self._only is not None:
-            for key in [key for key in self._dts if key[1] != self._only]:
-                del self._dts[key]
         if self._counted is not None:
             for gts in self._gts.values():
                 for g in gts:
@@ -266,6 +264,17 @@ def _supercategory(cat: Mapping[str, Any], cat_id: int) -> Any:
     return name if isinstance(name, str) and name else ("__own__", cat_id)
 
 
+def _subset(coco: COCO, category_ids: set[int]) -> COCO:
+    """A COCO object holding only `coco`'s annotations of `category_ids` (the same dicts), as the
+    analysis tool builds its per-category ground truth and detections."""
+    sub = COCO()
+    sub.dataset = {"images": coco.dataset.get("images", []), "categories": coco.dataset.get("categories", []),
+                   "annotations": [a for a in coco.dataset.get("annotations", []) if a["category_id"] in category_ids]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.createIndex()
+    return sub
+
+
 def error_breakdown(evaluator: COCOeval) -> dict[str, Any]:
     """The COCO error breakdown of the module doc.
 
@@ -285,13 +294,17 @@ def error_breakdown(evaluator: COCOeval) -> dict[str, Any]:
     gt, dt = evaluator.cocoGt, evaluator.cocoDt
     evaluated = set(p.imgIds)
     supers = {c: _supercategory(gt.cats.get(c, {}), c) for c in cat_ids}
+    super_gt: dict[Any, COCO] = {}
     for k, cat_id in enumerate(cat_ids):
         if not has_gt[k]:
             continue
         images = sorted(evaluated & (set(gt.catToImgs.get(cat_id, [])) | set(dt.catToImgs.get(cat_id, []))))
         similar = [c for c in cat_ids if supers[c] == supers[cat_id]]
-        for row, allowed in ((3, similar), (4, cat_ids)):
-            ps[row, :, k] = _Rerun(evaluator, 0.1, images, allowed, use_cats=False, only_category=cat_id,
+        if supers[cat_id] not in super_gt:
+            super_gt[supers[cat_id]] = _subset(gt, set(similar))
+        own_dt = _subset(dt, {cat_id})
+        for row, allowed, coco_gt in ((3, similar, super_gt[supers[cat_id]]), (4, cat_ids, gt)):
+            ps[row, :, k] = _Rerun(evaluator, 0.1, images, allowed, use_cats=False, coco_gt=coco_gt, coco_dt=own_dt,
                                    counted_category=cat_id).run()[:, 0]
     ps[ps <= -1] = 0.0
     ps[5] = ps[4] > 0
