@@ -192,7 +192,7 @@ def write_analysis_plots(output: str, folders: Sequence[str], evaluations: Seque
         if not evaluation.analysis:
             continue
         series = ap_vs_iou_series({"": evaluation.analysis})
-        figures.append((os.path.join(folder, AP_VS_IOU), plot_ap_vs_iou(series, title=f"AP at each IoU {folder}")))
+        figures.append((os.path.join(folder, AP_VS_IOU), plot_ap_vs_iou(series, title=f"{folder} AP at each IoU threshold".strip())))
         for iou_type, analysis in evaluation.analysis.items():
             figures.append((os.path.join(folder, analysis_plot(iou_type, "pr_curves")), plot_pr_curves(analysis)))
             figures.append((os.path.join(folder, analysis_plot(iou_type, "confusion")), plot_confusion(analysis)))

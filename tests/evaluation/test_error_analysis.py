@@ -249,3 +249,20 @@ def test_evaluate_writes_analysis_side_by_side(trained_run, tmp_path, capsys):
             assert np.mean(ap) == pytest.approx(metrics["bbox"]["AP"], abs=1e-12)
         for name in ("ap_vs_iou.png", "bbox_pr_curves.png", "bbox_confusion.png", "bbox_breakdown.png"):
             assert (folder / name).stat().st_size > 1000
+
+
+def test_analysis_files_are_evaluate_results(tmp_path):
+    """analysis.json and the analysis PNGs count as evaluate.py's files: refused without
+    --overwrite, removed by it; a user's other PNG stays."""
+    from detector.evaluation.output import ANALYSIS_PLOTS, check_output, clear_results
+
+    (tmp_path / "analysis.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"already holds evaluation results \(analysis\.json\)"):
+        check_output(tmp_path)
+    (tmp_path / "A").mkdir()
+    for name in ANALYSIS_PLOTS:
+        (tmp_path / "A" / name).write_bytes(b"png")
+    (tmp_path / "mine.png").write_bytes(b"png")
+    removed = clear_results(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(["analysis.json", *ANALYSIS_PLOTS])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.png"]  # A/ was left empty, so it went too
