@@ -2,6 +2,7 @@
 
     python evaluate.py runs/quickstart/checkpoints/last.ckpt --output runs/quickstart/eval
     python evaluate.py A.ckpt B.ckpt --output runs/compare            # deltas against A
+    python evaluate.py A.ckpt --images my_photos/ --output runs/predict   # any images, no annotations
     python evaluate.py A.ckpt --output runs/eval --data.dataset coco \\
         --data.val_images DIR/val --data.val_annotations DIR/annotations/instances_val.json
     python evaluate.py --help

@@ -36,6 +36,7 @@ README = REPO / "README.md"
 OWN_COCO = "Your own COCO data"
 QUICKSTART = "Set up and run the main job"
 ABLATION = "Ablate the ROI layer and look at the quantization"
+CHECKPOINT = "Use a checkpoint: predict, test split, fine-tune"
 
 #: Command prefixes the test does not run, and why.
 NOT_RUN = {
@@ -80,10 +81,11 @@ def commands_of(section: str) -> list[str]:
 def test_every_readme_command_is_covered():
     commands = readme_commands()
     assert commands_of(OWN_COCO) and commands_of(QUICKSTART) and commands_of(ABLATION)  # the sections exist
+    assert commands_of(CHECKPOINT)
     uncovered = [
         (section, command) for section, command in commands
         if not command.startswith(tuple(NOT_RUN))
-        and section not in (OWN_COCO, QUICKSTART)
+        and section not in (OWN_COCO, QUICKSTART, CHECKPOINT)
         and not (section == ABLATION and command.startswith(tuple(ABLATION_COMMANDS)))
     ]
     assert not uncovered, f"README commands that tests/test_readme.py does not run: {uncovered}"
@@ -148,6 +150,37 @@ def test_quickstart_on_tiny_data(workspace):
         run(command + (" " + " ".join(TINY_DATA) if command.startswith("python train.py fit") else ""), work, env)
     metrics = json.loads((work / "runs" / "quickstart" / "eval" / "metrics.json").read_text())
     assert metrics["num_images"] == 3 and metrics["bbox"]["AP"] is not None
+
+
+def test_checkpoint_commands_run_on_tiny_data(workspace, tmp_path):
+    """"Use a checkpoint": every command as written, with configs/tiny.yaml layered after the
+    quickstart's config, on the tiny quickstart run (trained first), a tiny COCO folder with a
+    test split for ``DIR`` and the images the predict examples name."""
+    from PIL import Image
+
+    from detector.data.synthetic import ensure_synthetic_coco
+
+    work, env = workspace
+    coco = ensure_synthetic_coco(num_train=4, num_val=3, num_test=3, width=96, height=64,
+                                 cache_dir=tmp_path / "coco-test", workers=1)
+    fit = next(c for c in commands_of(QUICKSTART) if c.startswith("python train.py fit"))
+    run(fit + " " + " ".join(TINY_DATA), work, env)
+    (work / "my_photos").mkdir()
+    (work / "more_photos").mkdir()
+    val = sorted((coco / "val").iterdir())
+    for i, target in enumerate(["my_photos/1.jpg", "my_photos/2.png", "a.jpg", "b.png", "more_photos/c.jpg"]):
+        Image.open(val[i % len(val)]).save(work / target)
+    commands = commands_of(CHECKPOINT)
+    assert {"evaluate.py", "train.py test", "train.py predict", "init_from"} <= {
+        k for k in ("evaluate.py", "train.py test", "train.py predict", "init_from") if any(k in c for c in commands)}
+    for command in commands:
+        command = re.sub(r"\bDIR\b", str(coco), command)
+        command = command.replace("--config configs/quickstart.yaml", "--config configs/quickstart.yaml " + " ".join(TINY_DATA))
+        run(command, work, env)
+    assert len(json.loads((work / "runs" / "quickstart" / "predict" / "images.json").read_text())["images"]) == 2
+    assert (work / "runs" / "predict" / "predictions.json").is_file()
+    assert (work / "runs" / "quickstart" / "predictions.json").is_file()
+    assert list((work / "runs" / "my_finetune" / "checkpoints").glob("last.ckpt"))
 
 
 def _ablation_commands(slow: bool) -> list[str]:
