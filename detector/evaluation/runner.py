@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,10 +119,14 @@ def evaluate_checkpoints(
     for item in loaded:
         evaluation = evaluate_detector(item, datamodule, device, autocast_dtype, progress)
         if analysis:
-            evaluation.analyze(confusion_score_threshold)
-        else:
-            for result in evaluation.metrics.values():
-                result.evaluator = None
+            try:
+                evaluation.analyze(confusion_score_threshold)
+            except Exception as err:  # noqa: BLE001 (the scored metrics must survive a failing analysis)
+                print(f"warning: the error analysis of {item.path} failed ({type(err).__name__}: {err}); its "
+                      f"{METRICS} and {DETECTIONS} are written without {ANALYSIS}", file=sys.stderr)
+                evaluation.analysis = None
+        for result in evaluation.metrics.values():
+            result.evaluator = None  # the per-image matches are the big part of an evaluation's memory
         evaluations.append(evaluation)
     labels = unique_labels([item.path for item in loaded]) if len(loaded) > 1 else ["model"]
     documents: dict[str, Any] = {}
@@ -161,13 +166,14 @@ def evaluate_checkpoints(
         print()
         print(format_breakdown([label for label, _ in analysed], [e.analysis for _, e in analysed]))
         print()
-        seconds = ", ".join(f"{label} {e.analysis_seconds:.1f} s" for label, e in analysed)
-        print(f"error analysis took {seconds}")
     if len(loaded) > 1:
         files.append((COMPARISON, comparison_document(labels, documents)))
     write_results(output, files)
     if analysed:
+        start = time.perf_counter()
         write_analysis_plots(output, labels if len(loaded) > 1 else [""], evaluations)
+        seconds = ", ".join(f"{label} {e.analysis_seconds:.1f} s" for label, e in analysed)
+        print(f"error analysis took {seconds}; its plots {time.perf_counter() - start:.1f} s")
     if len(loaded) > 1:
         print(f"wrote {output}/<label>/{METRICS}, {DETECTIONS} and {os.path.join(output, COMPARISON)}"
               + (f"; {ANALYSIS} and plots per checkpoint, {os.path.join(output, AP_VS_IOU)}" if analysed else ""))

@@ -266,3 +266,19 @@ def test_analysis_files_are_evaluate_results(tmp_path):
     removed = clear_results(tmp_path)
     assert sorted(p.name for p in removed) == sorted(["analysis.json", *ANALYSIS_PLOTS])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.png"]  # A/ was left empty, so it went too
+
+
+def test_a_failing_analysis_keeps_the_scores(trained_run, tmp_path, capsys, monkeypatch):
+    from detector.evaluation import runner
+    from detector.cli.evaluate import main_evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner, "analyze", broken)
+    out = tmp_path / "out"
+    main_evaluate([str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(out), "--progress", "false"])
+    captured = capsys.readouterr()
+    assert "the error analysis of" in captured.err and "RuntimeError: boom" in captured.err
+    assert (out / "metrics.json").is_file() and (out / "detections.json").is_file()
+    assert not (out / "analysis.json").exists() and "AP at IoU" not in captured.out
