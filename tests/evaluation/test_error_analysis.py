@@ -269,8 +269,8 @@ def test_analysis_files_are_evaluate_results(tmp_path):
 
 
 def test_a_failing_analysis_keeps_the_scores(trained_run, tmp_path, capsys, monkeypatch):
-    from detector.evaluation import runner
     from detector.cli.evaluate import main_evaluate
+    from detector.evaluation import runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
