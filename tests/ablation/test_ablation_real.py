@@ -65,6 +65,10 @@ def test_real_cli_two_variants_one_seed(tmp_path, env, monkeypatch):
             assert s[f"{m}_mean"] == pytest.approx(100 * metrics["bbox"][m])
         assert metrics["model"]["roi_op"] == s["variant"].split("_max")[0]
         assert s["train_time_min_mean"] > 0
+        analysis = json.loads((run / "eval" / "analysis.json").read_text())["bbox"]  # evaluate.py's error analysis
+        assert s["AP_IoU50_mean"] == pytest.approx(100 * analysis["ap_per_iou"]["AP"][0])
+        assert s["loc_share_mean"] == pytest.approx(100 * analysis["breakdown"]["loc_share"])
+    assert (out / "ap_vs_iou.png").is_file()
     run = out / "runs" / "roi_align_max_s32_seed0"
     hp = json.loads((run / "eval" / "metrics.json").read_text())["model"]
     assert hp["roi_mode"] == "max" and hp["stride"] == 32
