@@ -12,8 +12,10 @@ against, and the column says ``n/a``.
 
 Error analysis (`.columns.ANALYSIS_COLUMNS`): each run's ``eval/analysis.json`` adds box AP at
 IoU .50 ... .95 and the localization error / share (mean +- std per variant, after the other
-columns; a run without the file, or whose file is about another step, leaves them empty), a
-second table in results.md and ``ap_vs_iou.png`` (one curve per variant, mean +- std band).
+columns; a run without the file, or whose file is about another step, leaves them empty), the
+share's difference to RoIPool with the same spread rule (``loc_share_delta``,
+``loc_share_beyond_spread``, last), a second table in results.md and ``ap_vs_iou.png`` (one
+curve per variant, mean +- std band).
 """
 
 from __future__ import annotations
@@ -143,6 +145,17 @@ def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[
                     s[f"{m}_delta"], s[f"{m}_beyond_spread"] = (0.0 if v.name == REFERENCE else math.nan), None
             for c in ANALYSIS_COLUMNS:  # appended after today's columns
                 s[f"{c}_mean"], s[f"{c}_std"] = mean_std(r.get(c) for r in g)
+            # the localization share against RoIPool's, judged by the same spread rule (over the runs with analysis)
+            share = [r["loc_share"] for r in g if math.isfinite(r.get("loc_share", math.nan))]
+            ref_share = [r["loc_share"] for r in ref if math.isfinite(r.get("loc_share", math.nan))]
+            if v.name == REFERENCE:
+                s["loc_share_delta"], s["loc_share_beyond_spread"] = (0.0 if share else math.nan), None
+            elif share and ref_share:
+                (mu, sd), (ref_mu, ref_sd) = mean_std(share), mean_std(ref_share)
+                s["loc_share_delta"] = mu - ref_mu
+                s["loc_share_beyond_spread"] = beyond_spread(mu - ref_mu, sd, len(share), ref_sd, len(ref_share))
+            else:
+                s["loc_share_delta"], s["loc_share_beyond_spread"] = math.nan, None
             summary.append(s)
     return summary
 
@@ -196,6 +209,7 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
                 row[f"{t:.2f}"] = _pm(s[f"{c}_mean"], s[f"{c}_std"])
             row["Loc−C75"] = _pm(s["loc_error_mean"], s["loc_error_std"])
             row["loc share %"] = _pm(s["loc_share_mean"], s["loc_share_std"])
+            row["Δ loc share vs RoIPool (beyond spread?)"] = _delta(s, "loc_share")
             iou_rows.append(row)
         text += markdown_table(iou_rows)
     if missing:

@@ -60,13 +60,16 @@ def test_ap_at_each_iou_and_localization_share_per_variant(tmp_path):
     # the run without analysis.json still counts for AP, and leaves its analysis columns empty
     assert align["n"] == 2 and align["AP_mean"] == pytest.approx(35.5)
     assert align["AP_IoU50_mean"] == pytest.approx(60.0) and math.isnan(align["AP_IoU50_std"])
+    assert align["loc_share_delta"] == pytest.approx(100 * 0.15 / 0.60 - pool["loc_share_mean"])
+    assert align["loc_share_beyond_spread"] is None and pool["loc_share_delta"] == 0.0  # one seed with analysis
     old_run = next(r for r in doc["runs"] if r["name"] == "roi_align_avg_s32_seed1")
     assert all(math.isnan(old_run[c]) for c in ANALYSIS_COLUMNS)
 
     rows = _csv(tmp_path / "results.csv")
     header = list(rows[0])
     first_new = header.index(f"{IOU_COLUMNS[0]}_mean")
-    assert header[first_new:] == [f"{c}_{s}" for c in ANALYSIS_COLUMNS for s in ("mean", "std")]  # appended
+    assert header[first_new:] == [f"{c}_{s}" for c in ANALYSIS_COLUMNS for s in ("mean", "std")] + [
+        "loc_share_delta", "loc_share_beyond_spread"]  # appended
     assert "AP_beyond_spread" in header[:first_new] and header[:5] == ["stride", "variant", "label", "n", "seeds"]
     assert list(_csv(tmp_path / "runs.csv")[0])[-len(ANALYSIS_COLUMNS):] == list(ANALYSIS_COLUMNS)
     md = (tmp_path / "results.md").read_text()
