@@ -52,6 +52,12 @@ def evaluate_parser() -> DetectorArgumentParser:
     parser.add_argument("checkpoints", type=str, nargs="+", help="checkpoint files (.ckpt) written by train.py")
     parser.add_argument("--output", type=str, required=True, help="folder for metrics.json and detections.json (predict mode: predictions.json, images.json, images/)")
     parser.add_argument("--per_class", type=bool, default=True, help="print per-class AP rows")
+    parser.add_argument("--analysis", type=bool, default=True,
+                        help="also write the error analysis beside metrics.json: analysis.json (AP at each IoU "
+                             ".50:.95, per-class AP/AP50/AP75/AR100 and PR curves, confusion matrix at IoU .5, COCO "
+                             "error breakdown) and its plots; false skips it (it adds about 2-4 s for 200 images)")
+    parser.add_argument("--confusion_score", type=float, default=0.5,
+                        help="the confusion matrix counts detections with a score >= this (in [0, 1])")
     parser.add_argument("--overwrite", type=bool, default=False,
                         help="replace the results of an earlier evaluation in --output (by default a folder "
                              "holding metrics.json, detections.json or comparison.json is refused)")
@@ -112,6 +118,9 @@ class EvaluateCLI:
         try:
             instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # (renamed in jsonargparse 4.49)
             self.datamodule = instantiate(self.config).data
+            from detector.evaluation.error_analysis import check_score_threshold
+
+            check_score_threshold(self.config.confusion_score, "--confusion_score")
             check_output(self.config.output, overwrite=self.config.overwrite)
             self.datamodule.prepare_data()
             annotation_file = self.datamodule.val_annotation_file
@@ -137,7 +146,8 @@ class EvaluateCLI:
 
         return evaluate_checkpoints(self.loaded, self.datamodule, self.config.output, self.config.per_class,
                                     device=self.device, autocast_dtype=PRECISIONS[self.config.precision],
-                                    progress=self.config.progress)
+                                    progress=self.config.progress, analysis=self.config.analysis,
+                                    confusion_score_threshold=self.config.confusion_score)
 
 
 class PredictCLI:
@@ -170,7 +180,7 @@ class PredictCLI:
         defaults = parser.get_defaults()
         default_data = defaults.data.as_dict()
         scoring = [f"--data.{k}" for k, v in sorted(config.data.as_dict().items()) if default_data.get(k) != v]
-        scoring += ["--per_class"] if config.per_class != defaults.per_class else []
+        scoring += [f"--{k}" for k in ("per_class", "analysis", "confusion_score") if config[k] != defaults[k]]
         if scoring:
             parser.error(f"{', '.join(scoring)}: scoring options, which predict mode (--images) does not use (it reads "
                          "no annotations); drop them, or drop --images to score on annotated data")

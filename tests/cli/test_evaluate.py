@@ -324,3 +324,13 @@ def test_disk_full_while_writing_is_one_line_naming_the_file(trained_run, tmp_pa
     # SystemExit(str): Python prints the string (one line) on stderr and exits with code 1
     assert exc.value.code == f"evaluate.py: error: cannot write {out_dir / 'detections.json'}: No space left on device"
     assert not list(out_dir.iterdir())  # no temp file left behind
+
+
+def test_analysis_can_be_skipped_and_its_threshold_is_checked(trained_run, tmp_path, capsys):
+    last = str(trained_run / "checkpoints" / "last.ckpt")
+    _evaluate([last, "--output", str(tmp_path / "o"), "--analysis", "false"], capsys)
+    assert not (tmp_path / "o" / "analysis.json").exists() and (tmp_path / "o" / "metrics.json").is_file()
+    with pytest.raises(SystemExit) as exc:
+        main_evaluate(args=[last, "--output", str(tmp_path / "p"), "--confusion_score", "1.5"])
+    assert exc.value.code == 2 and "--confusion_score must be a score in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
