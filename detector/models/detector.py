@@ -112,20 +112,29 @@ def build_detector(
         box_head = TwoMLPHead(channels * size * size, cfg.representation_size)
         width = cfg.representation_size
 
-    mask_parts: dict[str, nn.Module] = {}
+    mask_pool = None
     if cfg.mask:
         if mask_roi_op is None:
             mask_roi_op = build_roi_layer(
                 cfg.resolved_mask_roi_op, cfg.mask_roi_output_size, cfg.spatial_scale, cfg.resolved_mask_roi_options
             )
+        mask_pool = SingleLevelRoIPooler(mask_roi_op)
+    roi_heads = _roi_heads(cfg, SingleLevelRoIPooler(box_roi_op), box_head, width, channels, mask_pool)
+    return _assemble(cfg, backbone, rpn, roi_heads)
+
+
+def _roi_heads(cfg: DetectorConfig, box_pool: nn.Module, box_head: nn.Module, width: int, channels: int,
+               mask_pool: nn.Module | None) -> RoIHeads:
+    """torchvision's RoIHeads around our poolers and heads (the mask branch when `mask_pool` is given)."""
+    mask_parts: dict[str, nn.Module] = {}
+    if mask_pool is not None:
         mask_parts = dict(
-            mask_roi_pool=SingleLevelRoIPooler(mask_roi_op),
+            mask_roi_pool=mask_pool,
             mask_head=MaskRCNNHeads(channels, list(cfg.mask_head_layers), dilation=1),
             mask_predictor=MaskRCNNPredictor(cfg.mask_head_layers[-1], cfg.mask_dim_reduced, cfg.num_classes),
         )
-
-    roi_heads = RoIHeads(
-        SingleLevelRoIPooler(box_roi_op),
+    return RoIHeads(
+        box_pool,
         box_head,
         FastRCNNPredictor(width, cfg.num_classes),
         cfg.box_fg_iou_thresh,
@@ -138,6 +147,9 @@ def build_detector(
         cfg.box_detections_per_img,
         **mask_parts,
     )
+
+
+def _assemble(cfg: DetectorConfig, backbone: nn.Module, rpn: nn.Module, roi_heads: RoIHeads) -> TwoStageDetector:
     transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     return TwoStageDetector(backbone, rpn, roi_heads, transform, cfg.num_classes)
 
@@ -174,28 +186,10 @@ def _build_fpn_detector(cfg: DetectorConfig, box_roi_op: nn.Module | None,
                                          FPN_FEATURE_NAMES, FPN_LEVELS)
 
     box_pool = box_roi_op if box_roi_op is not None else pooler(cfg.roi_op, size, cfg.resolved_roi_options)
-    mask_parts: dict[str, nn.Module] = {}
+    mask_pool = None
     if cfg.mask:
         mask_pool = mask_roi_op if mask_roi_op is not None else pooler(
             cfg.resolved_mask_roi_op, cfg.mask_roi_output_size, cfg.resolved_mask_roi_options)
-        mask_parts = dict(
-            mask_roi_pool=mask_pool,
-            mask_head=MaskRCNNHeads(channels, list(cfg.mask_head_layers), dilation=1),
-            mask_predictor=MaskRCNNPredictor(cfg.mask_head_layers[-1], cfg.mask_dim_reduced, cfg.num_classes),
-        )
-    roi_heads = RoIHeads(
-        box_pool,
-        TwoMLPHead(channels * size * size, cfg.representation_size),
-        FastRCNNPredictor(cfg.representation_size, cfg.num_classes),
-        cfg.box_fg_iou_thresh,
-        cfg.box_bg_iou_thresh,
-        cfg.box_batch_size_per_image,
-        cfg.box_positive_fraction,
-        None,
-        cfg.box_score_thresh,
-        cfg.box_nms_thresh,
-        cfg.box_detections_per_img,
-        **mask_parts,
-    )
-    transform = GeneralizedRCNNTransform(cfg.min_size, cfg.max_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    return TwoStageDetector(backbone, _rpn(cfg, anchors, channels), roi_heads, transform, cfg.num_classes)
+    box_head = TwoMLPHead(channels * size * size, cfg.representation_size)
+    roi_heads = _roi_heads(cfg, box_pool, box_head, cfg.representation_size, channels, mask_pool)
+    return _assemble(cfg, backbone, _rpn(cfg, anchors, channels), roi_heads)

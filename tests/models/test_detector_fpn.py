@@ -3,9 +3,6 @@ torchvision's MultiScaleRoIAlign, forward and backward; the FPN detector trains 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from model_helpers import scene, tiny_config
@@ -121,23 +118,6 @@ def test_fpn_detector_trains_and_predicts_with_masks(op, options):
     assert all(torch.isfinite(v) for v in losses.values())
     out = model.eval()(images)
     assert {"boxes", "labels", "scores", "masks"} <= out[0].keys()
-
-
-def test_fpn_detector_is_torchvisions_with_roi_align():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("bench_train_step_fpn", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    cfg = tiny_config(fpn=True, out_channels=16, roi_op="roi_align", roi_options={"sampling_ratio": 2})
-    model = build_detector(cfg)
-    twin = bench.torchvision_twin(model, cfg)
-    images, targets = scene(mask=False, empty_second=False)
-    results = []
-    for m in (model, twin):
-        torch.manual_seed(3)
-        results.append(m.train()(images, targets))
-    for k in results[0]:
-        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -1,4 +1,5 @@
-"""Our assembly is torchvision's Faster R-CNN when the ROI op is RoIAlign avg, sampling 2.
+"""Our assembly is torchvision's Faster R-CNN when the ROI op is RoIAlign avg, sampling 2 (with FPN too:
+our multi-level pooler is then torchvision's MultiScaleRoIAlign).
 
 `benchmarks/train_step.py` compares speed against `torchvision_twin(ours)`; this test
 pins down that the two compute the same thing (same losses, same detections), so the
@@ -23,9 +24,10 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-@pytest.mark.parametrize("stride", [32, 16])
-def test_same_losses_and_detections_as_torchvision(stride):
-    cfg = tiny_config(stride=stride, roi_op="roi_align", roi_options={"sampling_ratio": 2})
+@pytest.mark.parametrize("layout", [dict(stride=32), dict(stride=16), dict(fpn=True, out_channels=16)],
+                         ids=["s32", "s16", "fpn"])
+def test_same_losses_and_detections_as_torchvision(layout):
+    cfg = tiny_config(**layout, roi_op="roi_align", roi_options={"sampling_ratio": 2})
     ours = build_detector(cfg)
     theirs = bench.torchvision_twin(ours, cfg)
     images, targets = scene(mask=False, empty_second=False)
