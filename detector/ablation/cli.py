@@ -34,8 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-from .launchers import (SlurmOptions, UsageError, launch_local, local_slots, submit_slurm, summary_line,
-                        wait_slurm)
+from .launchers import (
+    SlurmOptions,
+    UsageError,
+    launch_local,
+    local_slots,
+    submit_slurm,
+    summary_line,
+    wait_slurm,
+)
 from .lock import RunLock, results_lock
 from .results import write_results
 from .runner import Commands, RunFailed, split_overrides
@@ -227,6 +234,8 @@ def _launch(args, launch, specs, config_args, rest, commands, tables, echo):
     if args.launcher == "local":
         return launch_local(args.out, specs, config_args, rest, commands, args.timing_images, launch,
                             args.keep_going, lambda: tables(plot=False), echo)
+    # the tasks may start in another directory: give them the configs by absolute path
+    config_args = [str(Path(t).resolve()) if i % 2 else t for i, t in enumerate(config_args)]
     jobs, settled = submit_slurm(args.out, specs, config_args, rest, commands, args.timing_images, launch, echo)
     try:
         outcomes = settled + wait_slurm(jobs, progress=lambda: tables(plot=False), echo=echo)

@@ -25,10 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .progress import training_progress
 from detector.io import write_json
 
-from .runs import EVAL_STAMP_FIELDS, TIMING_FIELDS, RunDir, read_checked, read_json, warn_file
+from .progress import training_progress
+from .runs import (
+    EVAL_STAMP_FIELDS,
+    TIMING_FIELDS,
+    RunDir,
+    read_checked,
+    read_json,
+    warn_file,
+)
 
 #: Flags the ablation sets per run; passing them through would break the design.
 RESERVED_FLAGS = {
