@@ -1,8 +1,9 @@
 """One owner per folder: an OS lock on a file in it, held from `FolderLock.acquire` to `release`.
 
-Used by train.py (``ROOT/.fit.lock``, `detector.lit.run_folder`) and by the ablation
-(``OUT/.ablation.lock``, `detector.ablation.lock`): two processes writing one folder would
-interleave their files and both report success.
+Used by train.py (``ROOT/.fit.lock``, `detector.lit.run_folder`) and by the ablation (one
+lock per run, ``OUT/runs/<run>/.run.lock``, and ``OUT/.results.lock`` while the tables are
+written; `detector.ablation.lock`): two processes writing one folder would interleave their
+files and both report success.
 
 Why the kernel's lock and not a pid file: ``fcntl.flock`` (exclusive, non-blocking) on an
 open descriptor of the lock file
