@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import math
 import os
 import platform
@@ -51,6 +50,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from detector.io import write_json
 from detector.ops import ROI_OPS, build_roi_op  # noqa: E402
 
 # Internals on purpose (as in tests/ops): the pure-PyTorch fallbacks that CUDA and compiler-less
@@ -293,7 +293,7 @@ def main(argv=None) -> None:
     print(f"environment: {env}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+        write_json(args.json, {"environment": env, "rows": rows}, indent=2)
         print(f"wrote {args.json}")
 
 

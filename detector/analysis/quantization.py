@@ -38,10 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.io import write_json
+
 from .coco_boxes import SIZE_LABELS, GroundTruthBoxes, load_gt_boxes
 from .regions import paired_iou, read_region, region_ops, roi_pool_bin_iou
 from .sources import Source, default_dataset, from_config
-from .tables import markdown_table, write_csv, write_json
+from .tables import markdown_table, write_csv
 
 EDGES = ("x1", "y1", "x2", "y2")
 #: Columns of the printed/Markdown table (the CSV and JSON carry every statistic).
@@ -177,7 +179,7 @@ def main(argv=None) -> dict:
                 "skipped": gt.skipped}
     md = markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS)
     write_csv(rows, args.out / "quantization.csv")
-    write_json({"settings": settings, "rows": rows}, args.out / "quantization.json")
+    write_json(args.out / "quantization.json", {"settings": settings, "rows": rows}, indent=2)
     (args.out / "quantization.md").write_text(
         f"Quantization analysis of {annotations} ({len(gt.boxes)} boxes, skipped {gt.skipped}), "
         f"resize min_size={min_size} max_size={max_size}, output size {output_size}, "

@@ -8,7 +8,6 @@ way (``csv.DictReader`` or ``json.load``) without pandas.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -57,33 +56,3 @@ def write_csv(rows: Iterable[dict], path: str | Path, columns: Sequence[str] | N
         for r in rows:
             w.writerow({c: _jsonable(r.get(c)) for c in columns})
     return path
-
-
-def write_json(obj, path: str | Path) -> Path:
-    """JSON with NaN/inf written as null and numpy scalars as plain numbers."""
-    def clean(o):
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return _jsonable(o)
-
-    path = Path(path)
-    path.write_text(json.dumps(clean(obj), indent=2) + "\n")
-    return path
-
-
-def read_csv(path: str | Path) -> list[dict]:
-    """Rows of a CSV written by :func:`write_csv`, numbers parsed back (empty cell -> NaN)."""
-    def parse(v: str):
-        if v == "":
-            return math.nan
-        for cast in (int, float):
-            try:
-                return cast(v)
-            except ValueError:
-                pass
-        return {"True": True, "False": False}.get(v, v)
-
-    with Path(path).open(newline="") as f:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
