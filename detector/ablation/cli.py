@@ -45,7 +45,7 @@ from .launchers import (
 )
 from .lock import RunLock, results_lock
 from .results import write_results
-from .runner import Commands, RunFailed, split_overrides
+from .runner import Commands, RunFailed, base_roi_options, split_overrides
 from .runs import RunDir, RunSpec
 from .stakes import quantization_at_stake
 from .variants import default_variants, parse_variants
@@ -161,7 +161,8 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
             raise ValueError(f"--config {str(c)!r} does not exist")
     specs = plan(args)
     variants = parse_variants(args.variants)
-    config_args = [t for c in args.config for t in ("--config", str(c))]
+    # absolute: runs start in parallel threads and SLURM tasks, which must not depend on the working directory
+    config_args = [t for c in args.config for t in ("--config", str(c.resolve()))]
     command = shlex.join(["python", "-m", "detector.ablation", *(argv if argv is not None else sys.argv[1:])])
     settings = {"command": command, "machine": machine(), "config": [str(c) for c in args.config], "overrides": rest,
                 "variants": [v.name for v in variants], "strides": args.strides,
@@ -177,6 +178,7 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
         return {"plan": [s.name for s in specs]}
     commands = commands or Commands()
     launch = _check_launcher(args, rest)
+    base_roi_options(config_args, rest)  # parse the config here, once, before any launcher thread exists
     t0 = time.time()
     if args.analysis:
         with results_lock(args.out):
@@ -234,8 +236,6 @@ def _launch(args, launch, specs, config_args, rest, commands, tables, echo):
     if args.launcher == "local":
         return launch_local(args.out, specs, config_args, rest, commands, args.timing_images, launch,
                             args.keep_going, lambda: tables(plot=False), echo)
-    # the tasks may start in another directory: give them the configs by absolute path
-    config_args = [str(Path(t).resolve()) if i % 2 else t for i, t in enumerate(config_args)]
     jobs, settled = submit_slurm(args.out, specs, config_args, rest, commands, args.timing_images, launch, echo)
     try:
         outcomes = settled + wait_slurm(jobs, progress=lambda: tables(plot=False), echo=echo)

@@ -10,10 +10,16 @@ YAML merge that could disagree with the real run.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse import Namespace
+
+#: Parsing is process-global work: jsonargparse enters each config file's folder (``os.chdir``) to
+#: resolve the paths inside it, and the reader swaps ``sys.argv``. Two threads parsing at once (the
+#: ablation's ``--jobs N`` slots) would read each other's relative paths; one parse at a time.
+_PARSE_LOCK = threading.Lock()
 
 
 def read_train_config(args: Sequence[str]) -> Namespace:
@@ -38,13 +44,14 @@ def read_train_config(args: Sequence[str]) -> Namespace:
         def _run_subcommand(self, subcommand: str | None) -> None:
             pass
 
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the caller's own argv is not train.py's (Lightning warns otherwise)
-    try:
-        cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None, load_from_checkpoint_support=False)
-    except SystemExit as exit_:  # jsonargparse printed the message (naming the key) on stderr
-        raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: {exit_}") from None
-    finally:
-        sys.argv = argv
+    with _PARSE_LOCK:
+        argv, sys.argv = sys.argv, sys.argv[:1]  # the caller's own argv is not train.py's (Lightning warns otherwise)
+        try:
+            cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None, load_from_checkpoint_support=False)
+        except SystemExit as exit_:  # jsonargparse printed the message (naming the key) on stderr
+            raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: {exit_}") from None
+        finally:
+            sys.argv = argv
     return cli.config["fit"]
 
 

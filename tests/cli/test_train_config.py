@@ -108,3 +108,31 @@ def test_evaluate_cli_help_has_no_model_options(capsys):
     out = capsys.readouterr().out
     assert exc.value.code == 0
     assert "--output" in out and "--data.val_annotations" in out and "--model." not in out
+
+
+def test_read_train_config_is_safe_from_threads(tmp_path, monkeypatch):
+    """jsonargparse enters a config's folder while it resolves ``config: base.yaml`` inside it;
+    the ablation's ``--jobs N`` slots read configs from threads. Without one parse at a time,
+    a thread reads ``configs/configs/quickstart.yaml`` (found by the first ``--jobs 2`` FPN table)."""
+    import threading
+
+    from detector.cli import read_train_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    errors, strides = [], []
+
+    def parse(k):
+        try:
+            for _ in range(3):
+                cfg = read_train_config(["--config", "configs/quickstart.yaml", "--model.detector.stride", str(16 * (1 + k % 2))])
+                strides.append((k, cfg.model.detector.stride))
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=parse, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(strides) == sorted((k, 16 * (1 + k % 2)) for k in range(4) for _ in range(3))
