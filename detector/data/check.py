@@ -30,13 +30,22 @@ import math
 import os
 import sys
 from collections import Counter
+from itertools import repeat
+from operator import itemgetter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from detector.data.check_report import KINDS, CheckReport, DatasetError, Issue
-from detector.data.images import SWAPS_WIDTH_AND_HEIGHT, UnsafePathError, load_rgb, read_header, safe_image_path
+from detector.data.columns import AnnotationColumns, suspect_annotations
+from detector.data.images import (
+    SWAPS_WIDTH_AND_HEIGHT,
+    UnsafePathError,
+    load_rgb,
+    read_header,
+    safe_image_path,
+)
 
 __all__ = ["FULL_CHECK_MAX_IMAGES", "KINDS", "NEGATIVE_TOLERANCE", "CheckReport", "DatasetError", "Issue",
            "check_coco", "check_image_files", "load_coco_json", "main"]
@@ -125,7 +134,8 @@ def _check_records(data: dict, name: str, report: CheckReport) -> tuple[list, li
     bad = False
     for key, records in zip(("images", "annotations", "categories"), lists):
         singular = key[:-1] if key != "categories" else "category"
-        for idx, rec in enumerate(records):
+        clean = _records_clean(records, required[key])
+        for idx, rec in enumerate(() if clean else records):  # the per-record loop names what a clean list lacks
             if not isinstance(rec, dict):
                 report.add("structure", name, f"{key}[{idx}] is not an object")
                 bad = True
@@ -140,11 +150,30 @@ def _check_records(data: dict, name: str, report: CheckReport) -> tuple[list, li
             if not_ids:
                 report.add("structure", f"{name}: {ident}", f"{', '.join(map(repr, not_ids))} must be integers")
                 bad = True
-        ids = Counter(rec.get("id") for rec in records if isinstance(rec, dict) and "id" in rec)
+        ids = Counter(map(itemgetter("id"), records)) if clean else \
+            Counter(rec.get("id") for rec in records if isinstance(rec, dict) and "id" in rec)
         for ident, count in ids.items():
             if count > 1:
                 report.add("duplicate-id", f"{name}: {singular} id {ident}", f"used by {count} {key}")
     return None if bad else tuple(lists)
+
+
+def _records_clean(records: list, required: tuple[str, ...]) -> bool:
+    """True when every record is a dict with the ``required`` keys and plain-int ids.
+
+    The fast path of :func:`_check_records`: on a clean COCO-size file it replaces the
+    per-record loop (0.5 s for 166k records) by a few passes of ``map`` at C speed.
+    """
+    if not set(map(type, records)) <= {dict}:
+        return False
+    for key in required:
+        if not all(map(dict.__contains__, records, repeat(key))):
+            return False
+    for key in ("id", "image_id", "category_id"):
+        values = map(itemgetter(key), records) if key in required else (r[key] for r in records if key in r)
+        if not set(map(type, values)) <= {int}:
+            return False
+    return True
 
 
 def _check_image_file(images_dir: Path, name: str, img: dict, decode: bool) -> Issue | None:
@@ -256,8 +285,17 @@ def check_coco(
         if count > 1:
             report.add("duplicate-file-name", f"{name}: file_name {fname!r}", f"used by {count} images")
 
-    annotated = set()
-    for ann in annotations:
+    # Vectorized tests pick the annotations that may have a problem; the per-record code below
+    # writes the messages for those alone (all of them with masks: segmentations are per record).
+    cols = AnnotationColumns.extract(annotations)
+    img_ids, widths, heights = _image_columns(imgs)
+    if masks or img_ids is None:
+        suspects = range(len(annotations))
+    else:
+        cat_array = np.array(sorted(cat_ids), dtype=np.int64)
+        suspects = np.flatnonzero(suspect_annotations(cols, img_ids, widths, heights, cat_array, NEGATIVE_TOLERANCE))
+    for k in suspects:
+        ann = annotations[k]
         where = f"{name}: annotation id {ann['id']}"
         img = imgs.get(ann["image_id"])
         if img is None:
@@ -280,15 +318,31 @@ def check_coco(
             if not ann.get("iscrowd", 0) and (min(x + bw, W) - min(max(x, 0), W) < 1
                                               or min(y + bh, H) - min(max(y, 0), H) < 1):
                 report.add("tiny-box", where, f"bbox {bbox} is under 1 px after clipping to {W}x{H}")
-        if img is not None and not ann.get("iscrowd", 0):
-            annotated.add(img["id"])
         if masks:
             _check_segmentation(ann, img, where, report)
+    if cols.image_ids is not None and img_ids is not None:
+        annotated = np.unique(cols.image_ids[np.isin(cols.image_ids, img_ids) & ~cols.crowd])
+    else:
+        annotated = {ann["image_id"] for ann in annotations if ann["image_id"] in imgs and not ann.get("iscrowd", 0)}
     report.num_empty_images = len(imgs) - len(annotated)
 
     if check_files:
         report.issues.extend(check_image_files(images_dir, name, images, decode=decode))
     return report
+
+
+def _image_columns(imgs: dict) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(ids int64[N] sorted, widths float64[N], heights float64[N])`` of ``{id: record}``; NaN where a
+    width/height is not an int (the per-record border tests skip those); ids None beyond int64."""
+    try:
+        ids = np.array(list(imgs), dtype=np.int64)
+    except OverflowError:
+        return None, np.empty(0), np.empty(0)
+    size = np.array([[float(r["width"]) if type(r.get("width")) is int else math.nan,
+                      float(r["height"]) if type(r.get("height")) is int else math.nan] for r in imgs.values()],
+                    dtype=np.float64).reshape(-1, 2)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], size[order, 0], size[order, 1]
 
 
 def _check_segmentation(ann: dict, img: dict | None, where: str, report: CheckReport) -> None:
