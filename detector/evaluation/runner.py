@@ -1,7 +1,8 @@
 """evaluate.py's work once the checkpoints and the data have passed their checks.
 
 For each checkpoint: `detect` over the validation loader (one device, plain PyTorch, see
-`detector.evaluation.inference`), then COCOeval. Then the table is printed (side by side,
+`detector.evaluation.inference`; under DDP each rank its shard, gathered on rank 0), then
+COCOeval (`score_detections`, on rank 0). Then the table is printed (side by side,
 deltas against the first checkpoint) and the files are written:
 
 - one checkpoint: ``OUTPUT/metrics.json`` and ``OUTPUT/detections.json``;
@@ -35,10 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
 
 from detector.checkpointing import LoadedDetector
 from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_coco
-from detector.evaluation.distributed import flatten
+from detector.evaluation.distributed import flatten, gather_per_image
 from detector.evaluation.error_analysis import analyze
 from detector.evaluation.inference import detect
 from detector.evaluation.output import (
@@ -86,15 +89,47 @@ class Evaluation:
 
 
 def evaluate_detector(item: LoadedDetector, datamodule: Any, device: torch.device | str = "cpu",
-                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Evaluation:
-    """Score `item` on `datamodule`'s validation split (set up by the caller) with COCOeval."""
-    loader = datamodule.val_dataloader()
+                      autocast_dtype: torch.dtype | None = None, progress: bool = True) -> Evaluation | None:
+    """Score `item` on `datamodule`'s validation split (set up by the caller) with COCOeval.
+
+    Under DDP (an initialized process group) each rank detects on its shard (`shard_loader`),
+    rank 0 gathers every image once (`gather_per_image`) and scores; the other ranks return None.
+    """
+    rank, world = _rank_and_world()
+    loader = shard_loader(datamodule.val_dataloader(), rank, world)
     masks = item.config.mask
     per_image = detect(item.model, loader, item.category_ids or [], masks=masks, device=device,
-                       autocast_dtype=autocast_dtype, progress=progress, total=len(loader),
+                       autocast_dtype=autocast_dtype, progress=progress and rank == 0, total=len(loader),
                        description=os.path.basename(item.path))
+    if world > 1:
+        per_image = gather_per_image(per_image)
+        if rank != 0:
+            return None
     iou_types = ("bbox", "segm") if masks else ("bbox",)
-    gt = load_coco(str(datamodule.val_annotation_file))
+    return score_detections(per_image, str(datamodule.val_annotation_file), iou_types)
+
+
+def shard_loader(loader: DataLoader, rank: int, world_size: int) -> DataLoader:
+    """`loader` over this rank's shard (`DistributedSampler`, in order, padded by repeating images,
+    which `gather_per_image` drops again); `loader` itself for one process."""
+    if world_size <= 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank, shuffle=False)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def score_detections(per_image: dict[int, list[dict[str, Any]]], annotation_file: str,
+                     iou_types: Sequence[str] = ("bbox",)) -> Evaluation:
+    """COCOeval of ``{image_id: COCO results}`` against `annotation_file`: the scoring half of
+    `evaluate_detector` (benchmarks/eval.py times exactly this against pycocotools alone)."""
+    gt = load_coco(annotation_file)
     return Evaluation(per_image, evaluate_coco(gt, flatten(per_image), per_image.keys(), iou_types))
 
 
@@ -118,6 +153,8 @@ def evaluate_checkpoints(
     evaluations = []
     for item in loaded:
         evaluation = evaluate_detector(item, datamodule, device, autocast_dtype, progress)
+        if evaluation is None:  # a DDP rank other than 0: it detected its shard, rank 0 does the rest
+            continue
         if analysis:
             try:
                 evaluation.analyze(confusion_score_threshold)
@@ -128,6 +165,8 @@ def evaluate_checkpoints(
         for result in evaluation.metrics.values():
             result.evaluator = None  # the per-image matches are the big part of an evaluation's memory
         evaluations.append(evaluation)
+    if len(evaluations) < len(loaded):
+        return {}
     labels = unique_labels([item.path for item in loaded]) if len(loaded) > 1 else ["model"]
     documents: dict[str, Any] = {}
     files: list[tuple[str, Any]] = []  # (path relative to output, JSON object), in writing order
