@@ -26,7 +26,14 @@ read, in this order, each ending the run like a parse error (``error: ...``, exi
   (a dataset that fails its check prints the checker's report alone, exit code 2).
 
 Only then are earlier results removed (``--overwrite true``). A write that fails at the
-end (disk full) ends with one line naming the file and exit code 1."""
+end (disk full) ends with one line naming the file and exit code 1.
+
+DDP: started by ``torchrun`` (or any launcher that sets ``WORLD_SIZE``, ``RANK`` and
+``MASTER_ADDR``/``MASTER_PORT``), e.g. ``torchrun --nproc_per_node 2 evaluate.py CKPT --output DIR``,
+each process detects on its shard of the validation images (`start_distributed`: gloo on
+CPUs, NCCL with one GPU per process, ``cuda:LOCAL_RANK``); rank 0 gathers them (each image
+once), scores, prints and writes the same files as one process would. The checks above run
+on every rank; only rank 0 probes, clears and writes ``--output``."""
 
 from __future__ import annotations
 
@@ -96,7 +103,10 @@ class EvaluateCLI:
 
     def __init__(self, args: Sequence[str] | None = None) -> None:
         from detector.data.check import load_coco_json
-        from detector.evaluation.categories import check_against_annotations, check_against_data
+        from detector.evaluation.categories import (
+            check_against_annotations,
+            check_against_data,
+        )
         from detector.evaluation.output import check_output, clear_results
 
         args = list(sys.argv[1:] if args is None else args)
@@ -112,6 +122,7 @@ class EvaluateCLI:
             self.device = resolve_device(self.config.device)
         except ValueError as err:
             parser.error(str(err))
+        self.rank, self.world_size, self.device = distributed_environment(self.device)
         known = data_keys(parser)
         parser.set_defaults({f"data.{k}": v for k, v in self.loaded[0].data_hparams.items() if k in known})
         self.config = parser.parse_args(args)  # second pass: --data.* flags override the checkpoint's
@@ -121,7 +132,8 @@ class EvaluateCLI:
             from detector.evaluation.error_analysis import check_score_threshold
 
             check_score_threshold(self.config.confusion_score, "--confusion_score")
-            check_output(self.config.output, overwrite=self.config.overwrite)
+            if self.rank == 0:  # one prober: another rank's probe may remove the folder under it
+                check_output(self.config.output, overwrite=self.config.overwrite)
             self.datamodule.prepare_data()
             annotation_file = self.datamodule.val_annotation_file
             categories = load_coco_json(annotation_file).get("categories")
@@ -137,17 +149,57 @@ class EvaluateCLI:
             raise SystemExit(2) from None
         except ValueError as err:
             parser.error(str(err))
-        if self.config.overwrite:
+        if self.config.overwrite and self.rank == 0:
             clear_results(self.config.output)
 
     def run(self) -> dict[str, Any]:
-        """Evaluate every checkpoint, print the table, write the files; ``{label: metrics document}``."""
+        """Evaluate every checkpoint, print the table, write the files; ``{label: metrics document}``
+        (under DDP: rank 0's; the other ranks return ``{}``)."""
         from detector.evaluation.runner import evaluate_checkpoints
 
-        return evaluate_checkpoints(self.loaded, self.datamodule, self.config.output, self.config.per_class,
-                                    device=self.device, autocast_dtype=PRECISIONS[self.config.precision],
-                                    progress=self.config.progress, analysis=self.config.analysis,
-                                    confusion_score_threshold=self.config.confusion_score)
+        start_distributed(self.world_size, self.device)
+        try:
+            return evaluate_checkpoints(self.loaded, self.datamodule, self.config.output, self.config.per_class,
+                                        device=self.device, autocast_dtype=PRECISIONS[self.config.precision],
+                                        progress=self.config.progress, analysis=self.config.analysis,
+                                        confusion_score_threshold=self.config.confusion_score)
+        finally:
+            stop_distributed()
+
+
+def distributed_environment(device: Any) -> tuple[int, int, Any]:
+    """``(rank, world size, device)`` from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``); ``(0, 1, device)`` without one. A CUDA device becomes ``cuda:LOCAL_RANK``
+    (one GPU per process, as Lightning's DDP places them)."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1, device
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.device(device).type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def start_distributed(world_size: int, device: Any) -> None:
+    """Join the process group of torchrun's environment (gloo on CPUs, NCCL on GPUs); nothing alone.
+
+    Called after every check passed: a rank that fails a check exits before it, and torchrun
+    ends the others."""
+    import torch
+    import torch.distributed as dist
+
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class PredictCLI:

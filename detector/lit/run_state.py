@@ -19,6 +19,24 @@ into every checkpoint, whoever saves it.
   stays. `stop_signal` records the signal, from which train.py's exit code is
   ``128 + signum`` (143 for SIGTERM, 130 for SIGINT).
 
+Under DDP (``--trainer.strategy ddp``) the same holds per rank:
+
+- **RNG states per rank**: only rank 0 writes the checkpoint, so every rank's states are gathered
+  into it (``checkpoint["detector_rng"]["per_rank"]``, a list by rank; the top level stays rank
+  0's, the one-process format) and each rank takes its own back on resume. Without this, rank 1
+  would resume with rank 0's draws.
+- **Seeds per rank**: ``seed_everything`` gives every rank the same seed, so every rank's model
+  would draw the same random numbers (the same RPN / ROI sampling pattern on different images).
+  A fresh DDP fit reseeds rank r's global RNGs with ``seed + r`` when training starts (rank 0 keeps
+  the one-process stream); the model weights are not affected (DDP starts every rank from rank
+  0's weights) and neither is the data (`detector.data.sampler` seeds from ``(seed, epoch, index)``).
+- **SIGTERM**: Lightning's own handler forwards the signal to the other ranks and runs a
+  collective inside the handler; when several ranks are signalled (a cluster's preemption
+  signals every task, and Lightning's forwarding signals them again) the ranks run different
+  numbers of collectives and the fit hangs. Under DDP the handler here only raises the flag (as
+  for Ctrl-C); Lightning's training loop broadcasts rank 0's flag before every step, so every rank
+  stops after the same step and rank 0 writes ``last.ckpt``.
+
 Exactness has limits, all outside the default setup: on a GPU the resumed run makes the
 same steps but the GPU's kernels are not bit-deterministic (not even between two
 uninterrupted runs); a checkpoint written by an older version (without loader position or
@@ -137,6 +155,44 @@ def _finish_restarted_epoch_without_validation(trainer: pl.Trainer) -> bool:
     return False
 
 
+PER_RANK = "per_rank"
+
+
+def _world(trainer: pl.Trainer) -> tuple[int, int]:
+    """``(rank, world size)`` of a running DDP fit, ``(0, 1)`` otherwise."""
+    world = int(getattr(trainer, "world_size", 1) or 1)
+    return (int(trainer.global_rank), world) if world > 1 else (0, 1)
+
+
+def gather_rng_states(trainer: pl.Trainer) -> dict[str, Any]:
+    """This rank's `rng_states`, plus every rank's under ``"per_rank"`` when the fit runs on several
+    processes (a collective: Lightning saves checkpoints on every rank, rank 0 writes them)."""
+    states = rng_states()
+    world = _world(trainer)[1]
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, states)
+        states = {**gathered[0], PER_RANK: gathered}
+    return states
+
+
+def states_for_rank(states: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """This rank's RNG states from a checkpoint's ``detector_rng``: its own entry when the checkpoint
+    was written by as many ranks, else the top level (rank 0's; another device count gets other draws)."""
+    per_rank = states.get(PER_RANK)
+    if per_rank and len(per_rank) == world:
+        return per_rank[rank]
+    return {k: v for k, v in states.items() if k != PER_RANK}
+
+
+def seed_rank(rank: int, base_seed: int) -> None:
+    """Global torch / numpy / Python RNGs of rank `rank` seeded with ``base_seed + rank`` (see the module doc)."""
+    seed = int(base_seed) + int(rank)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 class RunStateCallback(pl.Callback):
     """RNG states in checkpoints and back on resume; Ctrl-C stops like SIGTERM (see the module doc).
 
@@ -149,13 +205,14 @@ class RunStateCallback(pl.Callback):
         self._rng_to_restore: dict[str, Any] | None = None
         self._trainer: pl.Trainer | None = None
         self._previous_sigint: Any = None
+        self._previous_sigterm: Any = None
         self._ending_restarted_epoch = False
 
     # ------------------------------------------------------------------ RNG
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[RNG_KEY] = rng_states()
+        checkpoint[RNG_KEY] = gather_rng_states(trainer)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -165,9 +222,12 @@ class RunStateCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The last moment before the first resumed step: nothing between here and the step draws from
         # the global RNGs, so the resumed run starts from exactly where the saved one stopped.
+        rank, world = _world(trainer)
         if self._rng_to_restore is not None:
-            set_rng_states(self._rng_to_restore)
+            set_rng_states(states_for_rank(self._rng_to_restore, rank, world))
             self._rng_to_restore = None
+        elif rank > 0 and trainer.global_step == 0:  # a fresh DDP fit: each rank its own draws
+            seed_rank(rank, int(os.environ.get("PL_GLOBAL_SEED", "0") or 0))
         self._ending_restarted_epoch = _finish_restarted_epoch_without_validation(trainer)
         self._install_sigint(trainer)
 
@@ -184,6 +244,14 @@ class RunStateCallback(pl.Callback):
         if threading.current_thread() is threading.main_thread() and self._trainer is None:
             self._trainer = trainer
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            if _world(trainer)[1] > 1:  # see "SIGTERM" in the module doc
+                self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """DDP: raise Lightning's flag only (no forwarding, no collective inside a signal handler)."""
+        if self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        self._trainer._signal_connector.received_sigterm = True  # type: ignore[union-attr]
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.stop_signal is not None:
@@ -201,6 +269,9 @@ class RunStateCallback(pl.Callback):
     def _uninstall_sigint(self) -> None:
         if self._trainer is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)
+            if self._previous_sigterm is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)  # (unless Lightning restored its originals first)
+            self._previous_sigterm = None
         self._trainer = None
 
     def _note_sigterm(self, trainer: pl.Trainer) -> None:

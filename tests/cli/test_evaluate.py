@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 import torch
-from tiny_run import run_script, tiny_module_kwargs
 from pycocotools.cocoeval import COCOeval
+from tiny_run import run_script, tiny_module_kwargs
 
 from detector.checkpointing import load_checkpoint
 from detector.cli import main_evaluate
@@ -334,3 +334,16 @@ def test_analysis_can_be_skipped_and_its_threshold_is_checked(trained_run, tmp_p
         main_evaluate(args=[last, "--output", str(tmp_path / "p"), "--confusion_score", "1.5"])
     assert exc.value.code == 2 and "--confusion_score must be a score in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_torchrun_environment_names_the_rank_and_world(monkeypatch):
+    """evaluate.py under torchrun: rank and world size from its environment; alone: rank 0 of 1."""
+    from detector.cli.evaluate import distributed_environment
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed_environment("cpu") == (0, 1, "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed_environment("cpu") == (1, 2, "cpu")
