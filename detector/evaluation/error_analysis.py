@@ -222,7 +222,11 @@ class _Rerun(COCOeval):
         ``_prepare``, which sets ``ignore`` from ``iscrowd`` alone);
     ious: COCOeval's ``ious`` of the main run, reused where the key matches (same images,
         categories and top-100 detections), so boxes and masks are not intersected twice.
+    POOL: without categories, pool each image's objects once (see `_prepare`; False: COCOeval's
+        own per-call pooling, for the test that both give the same arrays).
     """
+
+    POOL = True
 
     def __init__(self, base: COCOeval, iou_threshold: float, image_ids: Sequence[int], category_ids: Sequence[int],
                  use_cats: bool, coco_gt: COCO | None = None, coco_dt: COCO | None = None,
@@ -245,6 +249,14 @@ class _Rerun(COCOeval):
                 for g in gts:
                     if g["category_id"] != self._counted:
                         g["ignore"] = 1
+        if self.POOL and not self.params.useCats:
+            # COCOeval without categories pools each image's objects over p.catIds in every
+            # computeIoU / evaluateImg call (images x categories lookups, the bulk of a per-class
+            # rerun); pooled once here, in the same order, under the one key it then asks for (-1,
+            # as accumulate() also renames the categories): the same lists, so the same arrays.
+            self._gts = _pooled(self._gts, self.params.catIds)
+            self._dts = _pooled(self._dts, self.params.catIds)
+            self.params.catIds = [-1]
 
     def computeIoU(self, imgId, catId):
         if self._cached is not None and (imgId, catId) in self._cached:
@@ -257,6 +269,17 @@ class _Rerun(COCOeval):
             self.evaluate()
             self.accumulate()
         return self.eval["precision"][0, :, :, 0, 0]
+
+
+def _pooled(table: Mapping[tuple[int, int], list], category_ids: Sequence[int]) -> defaultdict:
+    """``{(image, -1): [objects of category_ids[0], then category_ids[1], ...]}`` from COCOeval's
+    ``{(image, category): [objects]}`` (what its ``useCats=0`` branch concatenates per call)."""
+    order = {c: i for i, c in enumerate(category_ids)}
+    pooled: defaultdict = defaultdict(list)
+    for _, image_id, objects in sorted(((order[c], i, objs) for (i, c), objs in table.items() if c in order and objs),
+                                       key=lambda item: item[0]):
+        pooled[image_id, -1].extend(objects)
+    return pooled
 
 
 def _supercategory(cat: Mapping[str, Any], cat_id: int) -> Any:

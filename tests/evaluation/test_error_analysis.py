@@ -282,3 +282,19 @@ def test_a_failing_analysis_keeps_the_scores(trained_run, tmp_path, capsys, monk
     assert "the error analysis of" in captured.err and "RuntimeError: boom" in captured.err
     assert (out / "metrics.json").is_file() and (out / "detections.json").is_file()
     assert not (out / "analysis.json").exists() and "AP at IoU" not in captured.out
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_pooled_reruns_give_cocoevals_own_breakdown(seed, monkeypatch):
+    """The per-class reruns pool each image's objects once (`_Rerun.POOL`); COCOeval's own pooling
+    per call gives the same arrays, also with tied scores (order kept)."""
+    from detector.evaluation import error_analysis
+
+    gt, dets = random_case(seed=seed, images=30)
+    for d in dets:
+        d["score"] = round(d["score"], 1)  # many ties: the pooled order must be COCOeval's
+    result = evaluate_coco(gt, dets)["bbox"]
+    pooled = error_breakdown(result.evaluator)
+    monkeypatch.setattr(error_analysis._Rerun, "POOL", False)
+    plain = error_breakdown(result.evaluator)
+    assert json.dumps(pooled) == json.dumps(plain)
