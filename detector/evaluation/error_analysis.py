@@ -61,7 +61,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.evaluation.coco_eval import CocoEvalResult
+from detector.evaluation.coco_eval import CocoEvalResult, gc_paused
 
 #: The error types of the breakdown, from the strictest curve to the most permissive.
 BREAKDOWN_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
@@ -265,7 +265,7 @@ class _Rerun(COCOeval):
 
     def run(self) -> np.ndarray:
         """(R, K) precision after evaluate() and accumulate()."""
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), gc_paused():
             self.evaluate()
             self.accumulate()
         return self.eval["precision"][0, :, :, 0, 0]
