@@ -1,21 +1,26 @@
-"""COCO-style detection dataset: any instances JSON + image folder, through pycocotools.
+"""COCO-style detection dataset: any instances JSON + image folder, held in a compact store.
 
 What it adds to ``torchvision.datasets.CocoDetection``: targets ready for the detector
 (xyxy boxes, contiguous labels, optional masks), the dataset check before anything trains,
-and the data-cleaning rules that real folders need (see :class:`CocoDetection`).
+and the data-cleaning rules that real folders need (see :class:`CocoDetection`). The parsed
+JSON is dropped once built: images and annotations live in numpy arrays
+(:class:`~detector.data.store.AnnotationStore`), which forked DataLoader workers share
+instead of copying page by page; pycocotools' own index is built only on request (``.coco``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -28,7 +33,9 @@ from detector.data.check import (
     check_image_files,
     load_coco_json,
 )
+from detector.data.columns import int_ids
 from detector.data.images import load_rgb, safe_image_path
+from detector.data.store import AnnotationStore
 
 # Checker warnings the dataset repeats at construction; "tiny-box" is reported by the loader itself (once).
 _REPEATED_WARNINGS = {"box-outside-image", "duplicate-file-name", "exif-orientation"}
@@ -132,80 +139,67 @@ class CocoDetection(Dataset):
                 f"(skip_bad_images=True); their annotations are neither trained on nor evaluated:\n{listed}{more}",
                 stacklevel=2,
             )
-        self.coco = COCO()
-        self.coco.dataset = data
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self.coco.createIndex()
-        except (KeyError, TypeError) as e:
-            raise DatasetError(
-                f"{self.annotation_file}: pycocotools cannot index it ({type(e).__name__}: {e}); run "
-                f"`python -m detector.data.check --images {self.images_dir} --annotations {self.annotation_file}` "
-                "for a full report"
-            ) from None
-
-        self.category_ids: list = sorted(self.coco.cats)
-        self.category_names: list[str] = [str(self.coco.cats[c].get("name", c)) for c in self.category_ids]
+        _require_int_ids(data, self.annotation_file, self.images_dir)
+        cats = {c["id"]: c for c in data.get("categories") or []}  # duplicates: the last wins, as in pycocotools
+        self.category_ids: list = sorted(cats)
+        self.category_names: list[str] = [str(cats[c].get("name", c)) for c in self.category_ids]
         self.category_id_to_label: dict = {c: i + 1 for i, c in enumerate(self.category_ids)}
         self.num_classes = len(self.category_ids) + 1
-        self._index_targets(drop_empty, exclude=set(self.skipped_image_ids))
-
-    def _index_targets(self, drop_empty: bool, exclude: set) -> None:
-        """Precompute each image's kept boxes, labels and annotation ids (so ``__getitem__`` is cheap)."""
-        self.ids: list = []
-        self._boxes: dict = {}
-        self._labels: dict = {}
-        self._ann_ids: dict = {}
-        dropped: list = []
-        for img_id in sorted(self.coco.imgs):
-            if img_id in exclude:
-                continue
-            img = self.coco.imgs[img_id]
-            w, h = float(img.get("width", np.inf)), float(img.get("height", np.inf))
-            anns = [a for a in self.coco.imgToAnns.get(img_id, [])
-                    if not a.get("iscrowd", 0) and a.get("category_id") in self.category_id_to_label]
-            xywh = np.array([a.get("bbox", [np.nan] * 4) for a in anns], dtype=np.float64).reshape(-1, 4)
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (L, 4)
-            xyxy = np.clip(xyxy, 0.0, [w, h, w, h])
-            keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)  # NaN -> dropped
-            dropped += [a["id"] for a, k in zip(anns, keep) if not k]
-            if drop_empty and not keep.any():
-                continue
-            self.ids.append(img_id)
-            self._boxes[img_id] = xyxy[keep].astype(np.float32)
-            self._labels[img_id] = np.array([self.category_id_to_label[a["category_id"]] for a, k in zip(anns, keep) if k],
-                                            dtype=np.int64)
-            self._ann_ids[img_id] = [a["id"] for a, k in zip(anns, keep) if k]
-        if self.masks:
-            no_mask = [a for img_id in self.ids for a in self._ann_ids[img_id]
-                       if not self.coco.anns[a].get("segmentation")]
-            if no_mask:
-                shown = ", ".join(map(str, no_mask[:5])) + (", ..." if len(no_mask) > 5 else "")
-                raise DatasetError(
-                    f"{self.annotation_file}: masks=True but {len(no_mask)} annotation(s) have no 'segmentation' "
-                    f"(annotation ids {shown}); fix: add polygons or RLE to them, or train without masks (masks=False)"
-                )
+        self.store, dropped = AnnotationStore.from_coco(data, self.category_ids, exclude=set(self.skipped_image_ids),
+                                                        drop_empty=drop_empty, segmentations=masks)
+        del data, records  # the parsed JSON goes now: the store holds what items need
+        self._category_array = np.asarray(self.category_ids, dtype=np.int64)  # sorted: labels by searchsorted
+        if masks:
+            self._refuse_missing_segmentations()
         self.num_dropped_boxes = len(dropped)
-        if dropped:
-            shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+        if len(dropped):
+            shown = ", ".join(map(str, dropped[:5].tolist())) + (", ..." if len(dropped) > 5 else "")
             warnings.warn(
                 f"{self.annotation_file}: dropped {len(dropped)} box(es) under 1 px wide or high after clipping to "
                 f"their image (annotation ids {shown}); fix or delete them if they are real objects",
-                stacklevel=3,
+                stacklevel=2,
             )
 
+    def _refuse_missing_segmentations(self) -> None:
+        """masks=True: every target needs a segmentation (a falsy one, e.g. ``[]``, is held as empty)."""
+        store = self.store
+        rows = np.flatnonzero(store.target & (np.diff(store.segm_offsets) == 0))
+        missing = self.store.ann_ids[rows].tolist()
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise DatasetError(
+                f"{self.annotation_file}: masks=True but {len(missing)} annotation(s) have no 'segmentation' "
+                f"(annotation ids {shown}); fix: add polygons or RLE to them, or train without masks (masks=False)"
+            )
+
+    @property
+    def ids(self) -> list:
+        """The image ids in item order (a new list per call: the store holds them as ``int64[N]``)."""
+        return self.store.image_ids.tolist()
+
+    @functools.cached_property
+    def coco(self) -> COCO:
+        """pycocotools' index of the untouched annotation file, built on first use.
+
+        Not used by the dataset itself: it costs the memory the store saves (see
+        :mod:`detector.data.store`), so build it only where pycocotools is needed.
+        """
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            return COCO(str(self.annotation_file))
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.store)
 
     def image_path(self, index: int) -> Path:
-        return safe_image_path(self.images_dir, self.coco.imgs[self.ids[index]]["file_name"])
+        return safe_image_path(self.images_dir, self.store.file_name(index))
 
     def label_to_category_id(self, labels: torch.Tensor) -> list:
         """Map contiguous labels (``1..num_classes-1``) back to the file's category ids."""
         return [self.category_ids[int(label) - 1] for label in labels]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        img_id = self.ids[index]
+        store = self.store
+        img_id = int(store.image_ids[index])
         path = self.image_path(index)
         try:
             array = load_rgb(path)  # (H, W, 3) uint8, upright
@@ -219,20 +213,20 @@ class CocoDetection(Dataset):
             ) from None
         h, w = array.shape[:2]
         image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())  # (H, W, 3) -> (3, H, W)
-        boxes = np.clip(self._boxes[img_id], 0.0, [w, h, w, h]).astype(np.float32)
+        rows = store.target_rows(index)  # (L,)
+        boxes = np.clip(store.target_boxes(index), 0.0, [w, h, w, h]).astype(np.float32)  # (L, 4)
+        labels = np.searchsorted(self._category_array, store.category_ids[rows]) + 1  # (L,) int64
         target = {
             "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(h, w)),
-            "labels": torch.tensor(self._labels[img_id]),  # a copy: transforms may edit it
+            "labels": torch.from_numpy(labels.astype(np.int64)),  # a new array: transforms may edit it
             "image_id": img_id,
             "orig_size": (h, w),
         }
         if self.masks:
-            anns = [self.coco.anns[a] for a in self._ann_ids[img_id]]
-            stack = np.zeros((len(anns), h, w), dtype=np.uint8)
-            for k, ann in enumerate(anns):  # every one has a segmentation (checked in __init__)
-                with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2: a harmless copy= deprecation
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    m = self.coco.annToMask(ann)
+            stack = np.zeros((len(rows), h, w), dtype=np.uint8)
+            size = (int(store.heights[index]), int(store.widths[index]))  # the JSON's frame, as annToMask uses
+            for k, row in enumerate(rows):  # every one has a segmentation (checked in __init__)
+                m = segmentation_to_mask(store.segmentation(row), *size)
                 stack[k, : min(h, m.shape[0]), : min(w, m.shape[1])] = m[:h, :w]
             target["masks"] = tv_tensors.Mask(torch.from_numpy(stack))
         if self.transforms is not None:
@@ -245,3 +239,44 @@ class CocoDetection(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.images_dir)!r}, {str(self.annotation_file)!r}: {len(self)} images, "
                 f"{self.num_classes - 1} categories, masks={self.masks})")
+
+
+def segmentation_to_mask(segmentation: object, height: int, width: int) -> np.ndarray:
+    """``uint8[height, width]`` of a COCO segmentation, exactly as pycocotools' ``COCO.annToMask``.
+
+    Polygons (merged into one mask), uncompressed RLE (``counts`` a list) and compressed RLE
+    are read the same way ``annToRLE`` reads them, with the image size from the JSON.
+    """
+    with warnings.catch_warnings():  # pycocotools 2.0.x + numpy 2: a harmless copy= deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if isinstance(segmentation, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            rle = segmentation
+        return mask_utils.decode(rle)
+
+
+def _require_int_ids(data: dict, annotation_file: Path, images_dir: Path) -> None:
+    """The store's one demand on an unchecked file (``check=False``): lists of records with int ids.
+
+    Raises:
+        DatasetError: naming the file, the first record at fault and the key, with the fix.
+    """
+    for key, fields in (("images", ("id",)), ("annotations", ("id", "image_id", "category_id")),
+                        ("categories", ("id",))):
+        records = data.get(key, [])
+        if not isinstance(records, list):
+            problem = f"{key!r} is not a list"
+        else:
+            problem = next((f"{key}[{i}] has no integer {f!r} (got {r.get(f, '<missing>') if isinstance(r, dict) else r!r:.40})"
+                            for f in fields if int_ids(records, f) is None
+                            for i, r in enumerate(records)
+                            if not isinstance(r, dict) or type(r.get(f)) is not int), None)
+        if problem:
+            raise DatasetError(
+                f"{annotation_file}: cannot index it: {problem}; fix: give every record its integer ids (run "
+                f"`python -m detector.data.check --images {images_dir} --annotations {annotation_file}` "
+                "for a full report)"
+            )
