@@ -28,22 +28,27 @@ import argparse
 import json
 import math
 import os
+import stat
 import sys
 from collections import Counter
 from itertools import repeat
 from operator import itemgetter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from detector.data.check_report import KINDS, CheckReport, DatasetError, Issue
 from detector.data.columns import AnnotationColumns, suspect_annotations
+from detector.data.header_cache import (
+    HEADER_CACHE_MIN_IMAGES,
+    HeaderCache,
+    ReadResult,
+    cache_path,
+    read_files,
+)
 from detector.data.images import (
     SWAPS_WIDTH_AND_HEIGHT,
     UnsafePathError,
-    load_rgb,
-    read_header,
     safe_image_path,
 )
 
@@ -176,26 +181,13 @@ def _records_clean(records: list, required: tuple[str, ...]) -> bool:
     return True
 
 
-def _check_image_file(images_dir: Path, name: str, img: dict, decode: bool) -> Issue | None:
-    """At most one issue for one image record: path, existence, decodability, size (EXIF-aware)."""
-    where, img_id = f"{name}: image id {img['id']}", img["id"]
-    try:
-        path = safe_image_path(images_dir, img["file_name"])
-    except UnsafePathError as e:
-        return Issue("unsafe-path", where, str(e), img_id)
-    if not path.is_file():
-        return Issue("missing-image", where, f"file_name {img['file_name']!r} -> {path} does not exist", img_id)
-    try:
-        header = read_header(path)
-    except Exception as e:  # PIL raises many types for broken files
-        return Issue("unreadable-image", where, f"{path}: {type(e).__name__}: {e}", img_id)
-    size = header.size
-    if decode:
-        try:
-            h, w = load_rgb(path).shape[:2]  # exactly what the loader will do
-        except Exception as e:
-            return Issue("unreadable-image", where, f"{path}: decoding failed: {type(e).__name__}: {e}", img_id)
-        size = (w, h)
+def _compare(where: str, img: dict, path: Path, result: ReadResult, decode: bool) -> Issue | None:
+    """At most one issue from one file's read: readability, decodability, size (EXIF-aware)."""
+    img_id = img["id"]
+    header, decoded, error = result
+    if error is not None:
+        return Issue("unreadable-image", where, error, img_id)
+    size = decoded if decode else header.size
     stored = (img.get("width"), img.get("height"))
     if stored == size:
         if header.orientation != 1:
@@ -217,7 +209,8 @@ def _check_image_file(images_dir: Path, name: str, img: dict, decode: bool) -> I
 
 
 def check_image_files(
-    images_dir: str | os.PathLike, name: str, images: list[dict], decode: bool = False
+    images_dir: str | os.PathLike, name: str, images: list[dict], decode: bool = False,
+    header_cache: str | os.PathLike | bool | None = None,
 ) -> list[Issue]:
     """Check every image record's file (see :func:`check_coco`); records need ``id`` and ``file_name``.
 
@@ -226,15 +219,54 @@ def check_image_files(
         name: the annotation file's name, for the issues' ``where``.
         images: the JSON's ``images`` records.
         decode: decode every image completely (finds truncated files); else read headers only.
+        header_cache: where reads are remembered per file size + mtime
+            (:mod:`detector.data.header_cache`): None, the default, under ``$DETECTOR_CACHE/headers``
+            for :data:`~detector.data.header_cache.HEADER_CACHE_MIN_IMAGES` images or more; a
+            folder: there, whatever the count; False: never.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         return [Issue("images-dir", str(images_dir), "is not a folder")]
-    # Header reads are I/O bound; decoding runs in Pillow's C code, which releases the GIL.
-    workers = 8 if not decode else max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:  # map keeps the order
-        found = pool.map(lambda img: _check_image_file(images_dir, name, img, decode), images)
-        return [issue for issue in found if issue is not None]
+    use_cache = header_cache is not False and (header_cache is not None or len(images) >= HEADER_CACHE_MIN_IMAGES)
+    cache = HeaderCache(cache_path(images_dir, None if header_cache in (None, True) else header_cache)) \
+        if use_cache else None
+    issues: dict[int, Issue] = {}  # record index -> issue, so the report keeps the file's order
+    results: dict[int, ReadResult] = {}
+    paths: dict[int, Path] = {}
+    todo: list[tuple[int, str, os.stat_result]] = []
+    for k, img in enumerate(images):
+        where = f"{name}: image id {img['id']}"
+        try:
+            path = safe_image_path(images_dir, img["file_name"])
+        except UnsafePathError as e:
+            issues[k] = Issue("unsafe-path", where, str(e), img["id"])
+            continue
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            issues[k] = Issue("missing-image", where, f"file_name {img['file_name']!r} -> {path} does not exist",
+                              img["id"])
+            continue
+        paths[k] = path
+        hit = cache.get(str(path.relative_to(images_dir)), st, decode) if cache is not None else None
+        if hit is not None:
+            results[k] = hit
+        else:
+            todo.append((k, str(path), st))
+    for (k, path, st), result in zip(todo, read_files([t[1] for t in todo], decode)):
+        results[k] = result
+        if cache is not None:
+            cache.put(str(Path(path).relative_to(images_dir)), st, result)
+    if cache is not None:
+        cache.save()
+    for k, result in results.items():
+        img = images[k]
+        issue = _compare(f"{name}: image id {img['id']}", img, paths[k], result, decode)
+        if issue is not None:
+            issues[k] = issue
+    return [issues[k] for k in sorted(issues)]
 
 
 def check_coco(
@@ -244,6 +276,7 @@ def check_coco(
     check_files: bool = True,
     decode: bool = False,
     masks: bool = False,
+    header_cache: str | os.PathLike | bool | None = None,
 ) -> CheckReport:
     """Check a COCO instances file and its image folder; never raises for bad data.
 
@@ -256,6 +289,7 @@ def check_coco(
         decode: with ``check_files``, also decode every image completely, as the loader will
             (finds truncated files; costs a full read of the folder).
         masks: also check segmentations (polygons, RLE). Off, they are neither checked nor loaded.
+        header_cache: where file reads are remembered (see :func:`check_image_files`).
 
     Returns:
         A :class:`CheckReport`; ``report.format()`` is the readable text.
@@ -327,7 +361,7 @@ def check_coco(
     report.num_empty_images = len(imgs) - len(annotated)
 
     if check_files:
-        report.issues.extend(check_image_files(images_dir, name, images, decode=decode))
+        report.issues.extend(check_image_files(images_dir, name, images, decode=decode, header_cache=header_cache))
     return report
 
 

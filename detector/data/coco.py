@@ -91,6 +91,10 @@ class CocoDetection(Dataset):
             warning listing them) instead of refusing the dataset. Every image is decoded here to
             find them, whatever the size; ``skipped_image_ids`` lists them. Their annotations are
             neither trained on nor evaluated.
+        header_cache: where the check remembers each file's header (and decoding) by file size +
+            mtime, so a rebuild (the next run, every DDP rank) reads only changed files: None
+            (default) ``$DETECTOR_CACHE/headers`` for 1000 images or more, a folder, or False
+            (see :mod:`detector.data.header_cache`).
 
     Example:
         >>> ds = CocoDetection("data/val", "data/annotations/instances_val.json")  # doctest: +SKIP
@@ -107,6 +111,7 @@ class CocoDetection(Dataset):
         check: bool = True,
         full_check: bool | None = None,
         skip_bad_images: bool = False,
+        header_cache: str | os.PathLike | bool | None = None,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.annotation_file = Path(annotation_file)
@@ -118,7 +123,8 @@ class CocoDetection(Dataset):
         bad: list[Issue] = []
         if check:
             decode = skip_bad_images or (len(records) <= FULL_CHECK_MAX_IMAGES if full_check is None else full_check)
-            report = check_coco(self.images_dir, self.annotation_file, data=data, decode=decode, masks=masks)
+            report = check_coco(self.images_dir, self.annotation_file, data=data, decode=decode, masks=masks,
+                                header_cache=header_cache)
             if skip_bad_images:
                 bad = [i for i in report.issues if i.kind in _SKIPPABLE]
                 report.issues = [i for i in report.issues if i.kind not in _SKIPPABLE]
@@ -128,8 +134,8 @@ class CocoDetection(Dataset):
                 warnings.warn(report.format(max_per_kind=3, kinds=_REPEATED_WARNINGS), stacklevel=2)
         elif skip_bad_images:
             usable = [r for r in records if isinstance(r, dict) and "id" in r and "file_name" in r]
-            bad = [i for i in check_image_files(self.images_dir, self.annotation_file.name, usable, decode=True)
-                   if i.kind in _SKIPPABLE]
+            bad = [i for i in check_image_files(self.images_dir, self.annotation_file.name, usable, decode=True,
+                                                header_cache=header_cache) if i.kind in _SKIPPABLE]
         self.skipped_image_ids: list = [i.image_id for i in bad]
         if bad:
             listed = "\n".join(f"  image id {i.image_id}: {i.message}" for i in bad[:10])
@@ -270,7 +276,7 @@ def _require_int_ids(data: dict, annotation_file: Path, images_dir: Path) -> Non
         if not isinstance(records, list):
             problem = f"{key!r} is not a list"
         else:
-            problem = next((f"{key}[{i}] has no integer {f!r} (got {r.get(f, '<missing>') if isinstance(r, dict) else r!r:.40})"
+            problem = next((f"{key}[{i}] has no integer {f!r} (got {_shown(r, f)})"
                             for f in fields if int_ids(records, f) is None
                             for i, r in enumerate(records)
                             if not isinstance(r, dict) or type(r.get(f)) is not int), None)
@@ -280,3 +286,9 @@ def _require_int_ids(data: dict, annotation_file: Path, images_dir: Path) -> Non
                 f"`python -m detector.data.check --images {images_dir} --annotations {annotation_file}` "
                 "for a full report)"
             )
+
+
+def _shown(record: object, key: str) -> str:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not an object"
+    return f"{record[key]!r:.40}" if key in record else "<missing>"
