@@ -4,6 +4,7 @@ Public names (imported lazily, so ``python -m detector.data.synthetic`` and the 
 worker processes do not pay for importing torch and Lightning):
 
 - :class:`CocoDetection`, :class:`DetectionDataModule`, :func:`detection_collate`
+- :class:`AnnotationStore` (the dataset's compact, fork-shareable annotations)
 - :func:`check_coco`, :class:`CheckReport`, :class:`DatasetError`
 - :class:`TransformConfig`, :func:`build_transforms`
 - :func:`generate_synthetic_coco`, :func:`ensure_synthetic_coco`, :data:`SHAPES`
@@ -15,6 +16,7 @@ import importlib
 
 _EXPORTS = {
     "CocoDetection": "detector.data.coco",
+    "AnnotationStore": "detector.data.store",
     "DetectionDataModule": "detector.data.datamodule",
     "detection_collate": "detector.data.datamodule",
     "check_coco": "detector.data.check",
