@@ -54,7 +54,7 @@ from detector.data.header_cache import (
 from detector.data.images import (
     SWAPS_WIDTH_AND_HEIGHT,
     UnsafePathError,
-    safe_image_path,
+    safe_relative_name,
 )
 
 __all__ = ["FULL_CHECK_MAX_IMAGES", "KINDS", "NEGATIVE_TOLERANCE", "CheckReport", "DatasetError", "Issue",
@@ -237,38 +237,42 @@ def check_image_files(
         if use_cache else None
     issues: dict[int, Issue] = {}  # record index -> issue, so the report keeps the file's order
     results: dict[int, ReadResult] = {}
-    paths: dict[int, Path] = {}
+    names: dict[int, str] = {}
     todo: list[tuple[int, str, os.stat_result]] = []
-    for k, img in enumerate(images):
-        where = f"{name}: image id {img['id']}"
+    folder = str(images_dir)
+    for k, img in enumerate(images):  # strings, not pathlib: this loop runs once per image
         try:
-            path = safe_image_path(images_dir, img["file_name"])
+            rel = safe_relative_name(img["file_name"])
         except UnsafePathError as e:
-            issues[k] = Issue("unsafe-path", where, str(e), img["id"])
+            issues[k] = Issue("unsafe-path", f"{name}: image id {img['id']}", str(e), img["id"])
             continue
+        full = os.path.join(folder, rel)
         try:
-            st = os.stat(path)
+            st = os.stat(full)
         except (OSError, ValueError):
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
-            issues[k] = Issue("missing-image", where, f"file_name {img['file_name']!r} -> {path} does not exist",
-                              img["id"])
+            issues[k] = Issue("missing-image", f"{name}: image id {img['id']}",
+                              f"file_name {img['file_name']!r} -> {images_dir / rel} does not exist", img["id"])
             continue
-        paths[k] = path
-        hit = cache.get(str(path.relative_to(images_dir)), st, decode) if cache is not None else None
+        names[k] = rel
+        hit = cache.get(rel, st, decode) if cache is not None else None
         if hit is not None:
             results[k] = hit
         else:
-            todo.append((k, str(path), st))
-    for (k, path, st), result in zip(todo, read_files([t[1] for t in todo], decode)):
+            todo.append((k, full, st))
+    for (k, full, st), result in zip(todo, read_files([t[1] for t in todo], decode)):
         results[k] = result
         if cache is not None:
-            cache.put(str(Path(path).relative_to(images_dir)), st, result)
+            cache.put(names[k], st, result)
     if cache is not None:
         cache.save()
     for k, result in results.items():
         img = images[k]
-        issue = _compare(f"{name}: image id {img['id']}", img, paths[k], result, decode)
+        if result[2] is None and result[0].orientation == 1 and (img.get("width"), img.get("height")) == \
+                (result[1] if decode else result[0].size):
+            continue  # the common case: nothing to say (and no Path to build)
+        issue = _compare(f"{name}: image id {img['id']}", img, images_dir / names[k], result, decode)
         if issue is not None:
             issues[k] = issue
     return [issues[k] for k in sorted(issues)]

@@ -145,7 +145,8 @@ class CocoDetection(Dataset):
                 f"(skip_bad_images=True); their annotations are neither trained on nor evaluated:\n{listed}{more}",
                 stacklevel=2,
             )
-        _require_int_ids(data, self.annotation_file, self.images_dir)
+        if not check:  # the check already refused what the store cannot hold
+            _require_int_ids(data, self.annotation_file, self.images_dir)
         cats = {c["id"]: c for c in data.get("categories") or []}  # duplicates: the last wins, as in pycocotools
         self.category_ids: list = sorted(cats)
         self.category_names: list[str] = [str(cats[c].get("name", c)) for c in self.category_ids]

@@ -121,7 +121,7 @@ class HeaderCache:
     def get(self, key: str, stat: os.stat_result, decode: bool) -> ReadResult | None:
         """The stored read of ``key`` if its size and mtime are ``stat``'s (and it was decoded, if ``decode``)."""
         e = self.entries.get(key)
-        if not (type(e) is list and len(e) == 9 and all(type(v) is int for v in e)):
+        if not (type(e) is list and len(e) == 9 and set(map(type, e)) <= {int}):
             return None
         if e[0] != stat.st_size or e[1] != stat.st_mtime_ns or (decode and e[7] < 0):
             return None

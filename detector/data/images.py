@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,15 +37,24 @@ def safe_image_path(images_dir: str | os.PathLike, file_name: object) -> Path:
     Raises:
         UnsafePathError: ``file_name`` is empty, not a string, absolute, or escapes ``images_dir``.
     """
+    return Path(images_dir) / safe_relative_name(file_name)
+
+
+def safe_relative_name(file_name: object) -> str:
+    """The normalized relative path that :func:`safe_image_path` joins (same rules, same errors).
+
+    A string, without building ``Path`` objects: the dataset check calls it once per image
+    (118k times for COCO train2017), where ``pathlib`` costs more than the ``stat`` itself.
+    """
     if not isinstance(file_name, str) or not file_name.strip():
         raise UnsafePathError(f"file_name {file_name!r} is not a non-empty string")
     posix = file_name.replace("\\", "/")  # a Windows-made JSON must not smuggle "..\\.." through
-    if posix.startswith("/") or PurePosixPath(posix).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
         raise UnsafePathError(f"file_name {file_name!r} is an absolute path; it must be relative to the image folder")
     norm = os.path.normpath(posix)
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise UnsafePathError(f"file_name {file_name!r} resolves outside the image folder")
-    return Path(images_dir) / norm
+    return norm
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:
