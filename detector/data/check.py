@@ -286,6 +286,7 @@ def check_coco(
     decode: bool = False,
     masks: bool = False,
     header_cache: str | os.PathLike | bool | None = None,
+    columns: AnnotationColumns | None = None,
 ) -> CheckReport:
     """Check a COCO instances file and its image folder; never raises for bad data.
 
@@ -299,6 +300,7 @@ def check_coco(
             (finds truncated files; costs a full read of the folder).
         masks: also check segmentations (polygons, RLE). Off, they are neither checked nor loaded.
         header_cache: where file reads are remembered (see :func:`check_image_files`).
+        columns: ``AnnotationColumns.extract(data["annotations"])`` when the caller has it already.
 
     Returns:
         A :class:`CheckReport`; ``report.format()`` is the readable text.
@@ -330,7 +332,7 @@ def check_coco(
 
     # Vectorized tests pick the annotations that may have a problem; the per-record code below
     # writes the messages for those alone (all of them with masks: segmentations are per record).
-    cols = AnnotationColumns.extract(annotations)
+    cols = columns if columns is not None else AnnotationColumns.extract(annotations)
     img_ids, widths, heights = _image_columns(imgs)
     if masks or img_ids is None:
         suspects = range(len(annotations))

@@ -33,7 +33,7 @@ from detector.data.check import (
     check_image_files,
     load_coco_json,
 )
-from detector.data.columns import int_ids
+from detector.data.columns import AnnotationColumns, int_ids
 from detector.data.images import load_rgb, safe_image_path
 from detector.data.store import AnnotationStore
 
@@ -121,10 +121,12 @@ class CocoDetection(Dataset):
         data = load_coco_json(self.annotation_file)
         records = data.get("images") if isinstance(data.get("images"), list) else []
         bad: list[Issue] = []
+        anns = data.get("annotations")
+        columns = AnnotationColumns.extract(anns) if isinstance(anns, list) else None  # for the check and the store
         if check:
             decode = skip_bad_images or (len(records) <= FULL_CHECK_MAX_IMAGES if full_check is None else full_check)
             report = check_coco(self.images_dir, self.annotation_file, data=data, decode=decode, masks=masks,
-                                header_cache=header_cache)
+                                header_cache=header_cache, columns=columns)
             if skip_bad_images:
                 bad = [i for i in report.issues if i.kind in _SKIPPABLE]
                 report.issues = [i for i in report.issues if i.kind not in _SKIPPABLE]
@@ -145,16 +147,16 @@ class CocoDetection(Dataset):
                 f"(skip_bad_images=True); their annotations are neither trained on nor evaluated:\n{listed}{more}",
                 stacklevel=2,
             )
-        if not check:  # the check already refused what the store cannot hold
-            _require_int_ids(data, self.annotation_file, self.images_dir)
+        if not check or columns is None or any(c is None for c in (columns.ids, columns.image_ids, columns.category_ids)):
+            _require_int_ids(data, self.annotation_file, self.images_dir)  # the check refused the rest
         cats = {c["id"]: c for c in data.get("categories") or []}  # duplicates: the last wins, as in pycocotools
         self.category_ids: list = sorted(cats)
         self.category_names: list[str] = [str(cats[c].get("name", c)) for c in self.category_ids]
         self.category_id_to_label: dict = {c: i + 1 for i, c in enumerate(self.category_ids)}
         self.num_classes = len(self.category_ids) + 1
         self.store, dropped = AnnotationStore.from_coco(data, self.category_ids, exclude=set(self.skipped_image_ids),
-                                                        drop_empty=drop_empty, segmentations=masks)
-        del data, records  # the parsed JSON goes now: the store holds what items need
+                                                        drop_empty=drop_empty, segmentations=masks, columns=columns)
+        del data, records, anns, columns  # the parsed JSON goes now: the store holds what items need
         self._category_array = np.asarray(self.category_ids, dtype=np.int64)  # sorted: labels by searchsorted
         if masks:
             self._refuse_missing_segmentations()
@@ -277,10 +279,12 @@ def _require_int_ids(data: dict, annotation_file: Path, images_dir: Path) -> Non
         if not isinstance(records, list):
             problem = f"{key!r} is not a list"
         else:
-            problem = next((f"{key}[{i}] has no integer {f!r} (got {_shown(r, f)})"
-                            for f in fields if int_ids(records, f) is None
+            bad = [f for f in fields if int_ids(records, f) is None]
+            problem = next((f"{key}[{i}] has no integer {f!r} (got {_shown(r, f)})" for f in bad
                             for i, r in enumerate(records)
                             if not isinstance(r, dict) or type(r.get(f)) is not int), None)
+            if bad and problem is None:
+                problem = f"{key} have {bad[0]!r} values beyond the 64-bit integer range"
         if problem:
             raise DatasetError(
                 f"{annotation_file}: cannot index it: {problem}; fix: give every record its integer ids (run "

@@ -77,7 +77,8 @@ class AnnotationStore:
 
     @classmethod
     def from_coco(cls, data: dict, category_ids: list[int], exclude: set | frozenset = frozenset(),
-                  drop_empty: bool = False, segmentations: bool = False) -> tuple[AnnotationStore, np.ndarray]:
+                  drop_empty: bool = False, segmentations: bool = False,
+                  columns: AnnotationColumns | None = None) -> tuple[AnnotationStore, np.ndarray]:
         """Build the store from a parsed COCO dict; returns it and the ids of the dropped (< 1 px) boxes.
 
         ``data`` must have int ``id`` on every image and int ``id``/``image_id``/``category_id``
@@ -89,6 +90,7 @@ class AnnotationStore:
             exclude: image ids to leave out (images whose file is bad, ``skip_bad_images``).
             drop_empty: leave out images without any target.
             segmentations: hold the targets' segmentations (for masks).
+            columns: ``AnnotationColumns.extract(data["annotations"])`` when the caller has it already.
 
         Returns:
             ``(store, dropped)``: ``dropped`` ``int64[D]`` ids of non-crowd annotations of known
@@ -107,7 +109,7 @@ class AnnotationStore:
         widths = _floats(list(map(methodcaller("get", "width", math.inf), records)))
         heights = _floats(list(map(methodcaller("get", "height", math.inf), records)))
 
-        cols = AnnotationColumns.extract(anns)
+        cols = columns if columns is not None else AnnotationColumns.extract(anns)
         pos = np.searchsorted(uniq, cols.image_ids) if len(uniq) else np.zeros(len(anns), dtype=np.int64)
         pos = np.minimum(pos, max(len(uniq) - 1, 0))
         mine = (uniq[pos] == cols.image_ids) if len(uniq) else np.zeros(len(anns), dtype=bool)

@@ -149,3 +149,11 @@ def test_ids_and_the_lazy_pycocotools_index(messy):
     assert ds.ids == [10, 20, 30] and all(type(i) is int for i in ds.ids)
     assert "coco" not in vars(ds)  # not built unless asked
     assert sorted(ds.coco.imgs) == [10, 20, 30]
+
+
+def test_ids_beyond_64_bits_are_refused_naming_the_key(tmp_path):
+    data, images = messy_coco()
+    data["annotations"][0]["id"] = 2**70
+    with pytest.raises(ValueError, match=r"instances\.json: cannot index it: annotations have 'id' values beyond "
+                                         r"the 64-bit integer range"):
+        CocoDetection(*write_coco(tmp_path, data, images))
