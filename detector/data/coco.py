@@ -96,6 +96,12 @@ class CocoDetection(Dataset):
             (default) ``$DETECTOR_CACHE/headers`` for 1000 images or more, a folder, or False
             (see :mod:`detector.data.header_cache`).
 
+    Memory: once built, the dataset holds no Python object per image or annotation
+    (``store``, an :class:`~detector.data.store.AnnotationStore`: numpy arrays, about 60
+    bytes per annotation), so forked DataLoader workers keep sharing its pages over an epoch.
+    ``ids`` builds a list on each call; ``coco`` (pycocotools' index of the file) is built
+    only when asked for.
+
     Example:
         >>> ds = CocoDetection("data/val", "data/annotations/instances_val.json")  # doctest: +SKIP
         >>> image, target = ds[0]  # doctest: +SKIP
