@@ -32,8 +32,10 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from .grid import Axis, combinations, for_variant, parse_grid
 from .launchers import (
     SlurmOptions,
     UsageError,
@@ -69,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=0, help="start the seeds here (default 0)")
     p.add_argument("--strides", type=int, nargs="+", default=[32], choices=[16, 32],
                    help="backbone strides (default 32)")
+    p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
+                   help="extra axes: train.py keys and their values, e.g. model.aligned=false,true "
+                        "model.sampling_ratio=1,2,-1 trainer.max_epochs=3,6; one run per combination, a column "
+                        "per axis, differences to RoIPool within each combination (detector/ablation/grid.py)")
     p.add_argument("--timing-images", type=int, default=20,
                    help="validation images for the inference timing per run (0: skip timing)")
     p.add_argument("--analysis", action=argparse.BooleanOptionalAction, default=True,
@@ -100,14 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plan(args) -> list[RunSpec]:
+def plan(args, axes: Sequence[Axis] = ()) -> list[RunSpec]:
     """Runs in execution order: seed outermost, so an interrupted ablation has every variant
-    at the first seeds before any variant has all of them."""
+    at the first seeds before any variant has all of them. With grid axes, one run per
+    combination, except that a variant the axis does not change (RoIPool for ``aligned``) is
+    run once and shared (:mod:`.grid`)."""
     variants = parse_variants(args.variants)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    return [RunSpec(v, s, k) for k in seeds for s in args.strides for v in variants]
+    specs = [RunSpec(v, s, k, for_variant(combo, axes, v))
+             for k in seeds for s in args.strides for combo in combinations(axes) for v in variants]
+    return list(dict.fromkeys(specs))  # shared runs once, first place kept
 
 
 def machine() -> str:
@@ -159,14 +169,16 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     for c in args.config:
         if not c.is_file():
             raise ValueError(f"--config {str(c)!r} does not exist")
-    specs = plan(args)
     variants = parse_variants(args.variants)
     # absolute: runs start in parallel threads and SLURM tasks, which must not depend on the working directory
     config_args = [t for c in args.config for t in ("--config", str(c.resolve()))]
+    axes = parse_grid(args.grid, variants, config_args, rest)
+    specs = plan(args, axes)
     command = shlex.join(["python", "-m", "detector.ablation", *(argv if argv is not None else sys.argv[1:])])
     settings = {"command": command, "machine": machine(), "config": [str(c) for c in args.config], "overrides": rest,
                 "variants": [v.name for v in variants], "strides": args.strides,
-                "seeds": list(range(args.first_seed, args.first_seed + args.seeds))}
+                "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                "grid": {a.key: list(a.values) for a in axes}}
     if args.dry_run:
         for spec in specs:
             run = RunDir(args.out, spec)
@@ -188,7 +200,7 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
 
     def tables(plot: bool = True) -> dict:
         with results_lock(args.out):  # another launcher on this folder may be writing them now
-            return write_results(args.out, specs, variants, args.strides, settings, plot=plot)
+            return write_results(args.out, specs, variants, args.strides, settings, plot=plot, axes=axes)
 
     outcomes = []
     if not args.report_only:

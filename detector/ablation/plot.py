@@ -30,13 +30,32 @@ def _nan0(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
+def _block(s: dict) -> str:
+    """The panel row a summary entry belongs to: its stride and grid combination (``block``,
+    :mod:`.results`); ``stride N`` for a results.json written before grids existed."""
+    return s.get("block") or f"stride {s['stride']}"
+
+
+def _blocks(summary: list[dict]) -> list[str]:
+    return list(dict.fromkeys(_block(s) for s in sorted(summary, key=lambda s: s["stride"])))
+
+
+def _seed_values(s: dict, rows: list[dict], metric: str) -> list[float]:
+    """``metric`` of each run averaged into summary entry ``s``."""
+    names = s.get("runs")
+    if names is None:  # older results.json: runs of the variant at the stride
+        return [r[metric] for r in rows if r["variant"] == s["variant"] and r["stride"] == s["stride"]]
+    names = set(names.split())
+    return [r[metric] for r in rows if r["name"] in names]
+
+
 def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
-    """One row of three panels per stride (see the module doc)."""
-    strides = sorted({s["stride"] for s in summary})
-    fig = Figure(figsize=(16, 4.3 * max(len(strides), 1)), layout="constrained")
-    axes = fig.subplots(max(len(strides), 1), 3, squeeze=False)
-    for ax_row, stride in zip(axes, strides):
-        ss = [s for s in summary if s["stride"] == stride]
+    """One row of three panels per stride (and grid combination; see the module doc)."""
+    blocks = _blocks(summary)
+    fig = Figure(figsize=(16, 4.3 * max(len(blocks), 1)), layout="constrained")
+    axes = fig.subplots(max(len(blocks), 1), 3, squeeze=False)
+    for ax_row, block in zip(axes, blocks):
+        ss = [s for s in summary if _block(s) == block]
         x = np.arange(len(ss))
         names = [s["label"] for s in ss]
 
@@ -45,10 +64,10 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
         stds = [_nan0(s["AP_std"]) for s in ss]
         ax.bar(x, means, yerr=stds, capsize=4, color=[_color(s["variant"]) for s in ss], alpha=0.75)
         for i, s in enumerate(ss):
-            seeds = [r["AP"] for r in rows if r["variant"] == s["variant"] and r["stride"] == stride]
+            seeds = _seed_values(s, rows, "AP")
             ax.scatter(np.full(len(seeds), i) + np.linspace(-0.15, 0.15, len(seeds)), seeds, color="k", s=12, zorder=3)
         ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set(title=f"stride {stride}: box AP (bars: mean ± std, dots: seeds)", ylabel="AP [%]")
+        ax.set(title=f"{block}: box AP (bars: mean ± std, dots: seeds)", ylabel="AP [%]")
 
         ax = ax_row[1]
         others = [s for s in ss if s["variant"] != REFERENCE]
@@ -60,7 +79,7 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
                    hatch="//" if s["variant"].endswith("_max") else None, label=s["label"])
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(METRICS)), METRICS)
-        ax.set(title=f"stride {stride}: difference to RoIPool (mean over seeds)", ylabel="Δ AP [points]")
+        ax.set(title=f"{block}: difference to RoIPool (mean over seeds)", ylabel="Δ AP [points]")
         if others:
             ax.legend(fontsize=7)
 
@@ -73,7 +92,7 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
         ax2.bar(x + 0.2, infer, 0.4, color="tab:brown", label="inference [ms/image]")
         ax2.set_ylabel("inference [ms / image]")
         ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_title(f"stride {stride}: cost (gray: train, brown: inference)")
+        ax.set_title(f"{block}: cost (gray: train, brown: inference)")
     return fig
 
 
@@ -82,14 +101,14 @@ def plot_ap_vs_iou_variants(summary: list[dict]) -> Figure:
     (variants without analysis columns are left out)."""
     from detector.evaluation.plots import draw_ap_vs_iou
 
-    strides = sorted({s["stride"] for s in summary})
-    fig = Figure(figsize=(6.8 * max(len(strides), 1), 4.6), layout="constrained")
-    axes = fig.subplots(1, max(len(strides), 1), squeeze=False)[0]
-    for ax, stride in zip(axes, strides):
+    blocks = _blocks(summary)
+    fig = Figure(figsize=(6.8 * max(len(blocks), 1), 4.6), layout="constrained")
+    axes = fig.subplots(1, max(len(blocks), 1), squeeze=False)[0]
+    for ax, block in zip(axes, blocks):
         series = [{"label": s["label"], "iou_thresholds": IOU_THRESHOLDS, "color": _color(s["variant"]),
                    "linestyle": "--" if s["variant"].endswith("_max") else "-",
                    "AP": [s[f"{c}_mean"] for c in IOU_COLUMNS], "std": [s[f"{c}_std"] for c in IOU_COLUMNS]}
-                  for s in summary if s["stride"] == stride and math.isfinite(s.get(f"{IOU_COLUMNS[0]}_mean", math.nan))]
-        draw_ap_vs_iou(ax, series, title=f"stride {stride}: box AP at each IoU (mean ± std over seeds)",
+                  for s in summary if _block(s) == block and math.isfinite(s.get(f"{IOU_COLUMNS[0]}_mean", math.nan))]
+        draw_ap_vs_iou(ax, series, title=f"{block}: box AP at each IoU (mean ± std over seeds)",
                        ylabel="AP [%]")
     return fig

@@ -8,7 +8,8 @@ Metric scale: COCO AP in **percent** (COCOeval's fraction x 100), as the papers 
 than two standard errors of a difference of means (sample std over seeds). It is a rough
 two-sigma screen, not a significance test: with 3 seeds the std itself is uncertain (a
 t-test would ask for about 2.8 standard errors). With one seed there is no spread to judge
-against, and the column says ``n/a``.
+against, and the column says ``n/a``. With grid axes (:mod:`.grid`) the rule compares runs of
+the same combination of axis values only.
 
 Error analysis (`.columns.ANALYSIS_COLUMNS`): each run's ``eval/analysis.json`` adds box AP at
 IoU .50 ... .95 and the localization error / share (mean +- std per variant, after the other
@@ -21,6 +22,7 @@ curve per variant, mean +- std band).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from detector.analysis.tables import markdown_table, write_csv
@@ -35,6 +37,7 @@ from .columns import (
     METRICS,
     TIME_FIELDS,
 )
+from .grid import Axis, combinations, describe, for_variant
 from .runs import RunDir, RunSpec, read_json, warn_file
 from .variants import REFERENCE, Variant
 
@@ -90,8 +93,10 @@ def analysis_columns(path: Path, global_step: int | None = None) -> dict | None:
         return None
 
 
-def collect(out: Path, specs: list[RunSpec]) -> tuple[list[dict], list[str]]:
-    """Rows of the completed runs among ``specs`` and the names of the missing ones."""
+def collect(out: Path, specs: list[RunSpec], axes: Sequence[Axis] = ()) -> tuple[list[dict], list[str]]:
+    """Rows of the completed runs among ``specs`` and the names of the missing ones. With grid
+    axes each row has a column per axis (`Axis.short`): the run's value, or ``""`` where the
+    axis does not change the variant (its run is shared by every value)."""
     rows, missing = [], []
     for spec in specs:
         run = RunDir(out, spec)
@@ -99,7 +104,9 @@ def collect(out: Path, specs: list[RunSpec]) -> tuple[list[dict], list[str]]:
         if rec is None:
             missing.append(spec.name)
         else:
-            rows.append(run_row(rec, analysis_columns(run.eval_dir / "analysis.json", rec.get("global_step"))))
+            row = run_row(rec, analysis_columns(run.eval_dir / "analysis.json", rec.get("global_step")))
+            values = dict(spec.axes)
+            rows.append({**{a.short: values.get(a.key, "") for a in axes}, **row})
     return rows, missing
 
 
@@ -121,19 +128,33 @@ def beyond_spread(delta: float, sd_a: float, n_a: int, sd_b: float, n_b: int):
     return abs(delta) > 2 * se
 
 
-def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[int]) -> list[dict]:
-    """One row per (stride, variant) present: n, mean/std per metric and time, deltas to RoIPool."""
+def _in_combo(row: dict, combo, axes: Sequence[Axis]) -> bool:
+    """Whether a run belongs to a combination of grid values (a shared run, ``""``, belongs to all)."""
+    values = dict(combo)
+    return all(row.get(a.short, "") in ("", values[a.key]) for a in axes)
+
+
+def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[int],
+                       axes: Sequence[Axis] = ()) -> list[dict]:
+    """One row per (stride, grid combination, variant) present: n, mean/std per metric and time,
+    deltas to RoIPool of the same stride and combination. ``block`` names the stride and the
+    combination (``"stride 32, aligned=true"``), ``runs`` the runs averaged; with axes, a column
+    per axis holds the combination's value (``""`` for a variant the axis does not change)."""
     metrics = list(METRICS) + [MASK_PREFIX + m for m in METRICS if any(MASK_PREFIX + m in r for r in rows)]
     summary = []
-    for stride in strides:
-        groups = {v.name: [r for r in rows if r["variant"] == v.name and r["stride"] == stride] for v in variants}
+    for stride, combo in ((st, c) for st in strides for c in combinations(axes)):
+        block = ", ".join([f"stride {stride}", *([describe(combo)] if combo else [])])
+        groups = {v.name: [r for r in rows if r["variant"] == v.name and r["stride"] == stride
+                           and _in_combo(r, combo, axes)] for v in variants}
         ref = groups.get(REFERENCE) or []
         for v in variants:
             g = groups[v.name]
             if not g:
                 continue
-            s = {"stride": stride, "variant": v.name, "label": v.label, "n": len(g),
-                 "seeds": " ".join(str(r["seed"]) for r in g)}
+            mine = dict(for_variant(combo, axes, v))
+            s = {"stride": stride, **{a.short: mine.get(a.key, "") for a in axes}, "variant": v.name,
+                 "label": v.label, "n": len(g), "seeds": " ".join(str(r["seed"]) for r in g), "block": block,
+                 "runs": " ".join(r["name"] for r in g)}
             for m in metrics + list(TIME_FIELDS):
                 s[f"{m}_mean"], s[f"{m}_std"] = mean_std(r.get(m) for r in g)
             for m in metrics:
@@ -177,12 +198,14 @@ def _delta(s: dict, m: str) -> str:
 
 
 def markdown(summary: list[dict], missing: list[str], command: str | None = None, machine: str | None = None,
-             at_stake: str | None = None) -> str:
-    """The readable table: mean ± std over seeds, Δ to RoIPool with the spread verdict."""
+             at_stake: str | None = None, axes: Sequence[Axis] = ()) -> str:
+    """The readable table: mean ± std over seeds, Δ to RoIPool with the spread verdict; a column
+    per grid axis (``-``: the variant does not take it; its one run stands in every combination)."""
     mask = any("mask_AP_mean" in s for s in summary)
     display = []
     for s in summary:
-        row = {"stride": s["stride"], "variant": s["label"], "seeds": s["n"]}
+        row = {"stride": s["stride"], **{a.short: s.get(a.short) or "-" for a in axes}, "variant": s["label"],
+               "seeds": s["n"]}
         for m in METRICS:
             row[m] = _pm(s[f"{m}_mean"], s[f"{m}_std"])
         row["ΔAP vs RoIPool (beyond spread?)"] = _delta(s, "AP")
@@ -195,7 +218,8 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
         row["ROI ms/img"] = _pm(s["roi_ms_per_image_mean"], s["roi_ms_per_image_std"], 2)
         display.append(row)
     text = ("COCO AP in percent, mean ± sample std over seeds. Δ = variant mean - RoIPool mean at the same "
-            "stride; 'beyond spread' = |Δ| > 2 standard errors of the difference (n/a with one seed).\n\n")
+            "stride" + (f" and the same {', '.join(a.short for a in axes)}" if axes else "")
+            + "; 'beyond spread' = |Δ| > 2 standard errors of the difference (n/a with one seed).\n\n")
     text += markdown_table(display) if display else "(no completed runs)\n"
     analysed = [s for s in summary if math.isfinite(s.get("AP_IoU50_mean", math.nan))]
     if analysed:
@@ -204,7 +228,7 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
                  "loc share = (Loc−C75) / (100 − C75): the share of all AP75 lost that is localization.\n\n")
         iou_rows = []
         for s in analysed:
-            row = {"stride": s["stride"], "variant": s["label"]}
+            row = {"stride": s["stride"], **{a.short: s.get(a.short) or "-" for a in axes}, "variant": s["label"]}
             for c, t in zip(IOU_COLUMNS, IOU_THRESHOLDS):
                 row[f"{t:.2f}"] = _pm(s[f"{c}_mean"], s[f"{c}_std"])
             row["Loc−C75"] = _pm(s["loc_error_mean"], s["loc_error_std"])
@@ -224,10 +248,11 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
 
 
 def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], strides: list[int],
-                  settings: dict | None = None, plot: bool = True) -> dict:
-    """Write results.csv (summary), runs.csv (per run), results.json, results.md, ablation.png."""
-    rows, missing = collect(out, specs)
-    summary = summarize_variants(rows, variants, strides)
+                  settings: dict | None = None, plot: bool = True, axes: Sequence[Axis] = ()) -> dict:
+    """Write results.csv (summary), runs.csv (per run), results.json, results.md, ablation.png
+    (``axes``: the grid's, :mod:`.grid`)."""
+    rows, missing = collect(out, specs, axes)
+    summary = summarize_variants(rows, variants, strides, axes)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(summary, out / "results.csv")
     write_csv(rows, out / "runs.csv")
@@ -236,7 +261,7 @@ def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], stri
     write_json(out / "results.json", doc, indent=2)
     settings = settings or {}
     atomic_write_text(out / "results.md", markdown(summary, missing, settings.get("command"), settings.get("machine"),
-                                                   settings.get("at_stake")))
+                                                   settings.get("at_stake"), axes))
     if plot and rows:
         from detector.analysis.plots import save_figure
 

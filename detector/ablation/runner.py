@@ -222,8 +222,9 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
         run.train_marker.unlink(missing_ok=True)
     spec = run.spec
     resume = run.latest_checkpoint()
-    cmd = [*commands.train, "fit", *config_args, *overrides,
-           *spec.variant.train_flags(base_roi_options(config_args, overrides)),
+    roi_options = {**base_roi_options(config_args, overrides), **spec.roi_axis_options()}
+    cmd = [*commands.train, "fit", *config_args, *overrides, *spec.axis_flags(),
+           *spec.variant.train_flags(roi_options),
            "--model.detector.stride", str(spec.stride), "--seed_everything", str(spec.seed),
            "--data.seed", str(spec.seed), "--trainer.default_root_dir", str(run.train_dir)]
     if resume is not None:
@@ -319,7 +320,7 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
             write_json(run.marker, rec)
         echo(f"[{run.spec.name}] complete, skipped")
         return rec, True
-    flags = eval_flags(overrides)
+    flags = eval_flags([*overrides, *run.spec.axis_flags()])  # a data.* / precision axis is evaluated alike
     trained = train(run, config_args, overrides, commands, echo)
     step = trained["verified"]["global_step"]
     metrics, eval_seconds = evaluate(run, trained["checkpoint"], flags, commands, step, echo)
@@ -327,7 +328,7 @@ def execute(run: RunDir, config_args: list[str], overrides: list[str], commands:
     spec = run.spec
     rec = {
         "complete": True, "name": spec.name, "variant": spec.variant.name, "op": spec.variant.op,
-        "mode": spec.variant.mode, "stride": spec.stride, "seed": spec.seed,
+        "mode": spec.variant.mode, "stride": spec.stride, "seed": spec.seed, "axes": dict(spec.axes),
         "bbox": metrics.get("bbox"), "segm": metrics.get("segm"),
         "num_images": metrics.get("num_images"), "global_step": step,
         "checkpoint": trained["checkpoint"], "train_time_s": trained["train_time_s"],

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -106,17 +107,45 @@ def warn_file(path: Path, problem: str, consequence: str) -> None:
     warnings.warn(f"{path}: {problem}; {consequence}", RunFileWarning, stacklevel=3)
 
 
+#: Grid keys under this prefix set one ROI option of the variant (:mod:`.grid`).
+ROI_OPTION_PREFIX = "model.detector.roi_options."
+
+
+def axis_short(key: str) -> str:
+    """A grid key's column name and run-folder word: its last part (``aligned``)."""
+    return key.rsplit(".", 1)[-1]
+
+
+def axis_tag(value: str) -> str:
+    """A grid value as a run-folder word: letters, digits and ``.+-`` kept, anything else ``_``."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", value)
+
+
 @dataclass(frozen=True, order=True)
 class RunSpec:
-    """What one run trains: a variant at a stride with a seed."""
+    """What one run trains: a variant at a stride with a seed, and its grid values (:mod:`.grid`):
+    ``axes`` = ``((train.py key, value as written), ...)`` of the axes that change this variant."""
 
     variant: Variant
     stride: int
     seed: int
+    axes: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.variant.name}_s{self.stride}_seed{self.seed}"
+        """``roi_align_avg_s32_seed0``; with axes ``roi_align_avg_s32_aligned-true_seed0``."""
+        tags = "".join(f"_{axis_short(k)}-{axis_tag(v)}" for k, v in self.axes)
+        return f"{self.variant.name}_s{self.stride}{tags}_seed{self.seed}"
+
+    def axis_flags(self) -> list[str]:
+        """train.py flags of the axes that are not ROI options (``["--trainer.max_epochs", "2"]``)."""
+        return [t for k, v in self.axes if not k.startswith(ROI_OPTION_PREFIX) for t in (f"--{k}", v)]
+
+    def roi_axis_options(self) -> dict[str, Any]:
+        """The ROI options the axes set (``{"aligned": True}``), values read as YAML."""
+        import yaml
+
+        return {k[len(ROI_OPTION_PREFIX):]: yaml.safe_load(v) for k, v in self.axes if k.startswith(ROI_OPTION_PREFIX)}
 
 
 def read_json(path: Path):

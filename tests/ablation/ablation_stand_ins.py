@@ -45,7 +45,8 @@ ckdir = root / "checkpoints"
 ckdir.mkdir(parents=True, exist_ok=True)
 for epoch in range(start + 1, epochs + 1):
     time.sleep(float(os.environ.get("FAKE_EPOCH_SLEEP", "0")))
-    state = {"epoch": epoch, "op": opt("--model.detector.roi_op"), "mode": json.loads(opt("--model.detector.roi_options")).get("mode"),
+    options = json.loads(opt("--model.detector.roi_options"))
+    state = {"epoch": epoch, "op": opt("--model.detector.roi_op"), "mode": options.get("mode"), "aligned": options.get("aligned"),
              "stride": int(opt("--model.detector.stride")), "seed": int(opt("--seed_everything"))}
     ckpt = {"epoch": epoch - 1, "global_step": epoch, "fake": state,
             "loops": {"fit_loop": {"epoch_progress": {"total": {"started": epoch, "processed": epoch}},
@@ -75,7 +76,7 @@ state = json.loads(pathlib.Path(argv[0] + ".json").read_text())
 out = pathlib.Path(argv[argv.index("--output") + 1])
 out.mkdir(parents=True, exist_ok=True)
 base = {"roi_pool": 0.20, "roi_align": 0.30, "roi_warp": 0.22, "prroi_pool": 0.31}[state["op"]]
-ap = base + 0.01 * state["seed"] + (0.005 if state["mode"] == "max" else 0.0)
+ap = base + 0.01 * state["seed"] + (0.005 if state["mode"] == "max" else 0.0) + (0.02 if state.get("aligned") else 0.0)
 bbox = {k: ap * f for k, f in zip(["AP", "AP50", "AP75", "APs", "APm", "APl"], [1, 1.8, 0.9, 0.5, 1.1, 1.3])}
 (out / "metrics.json").write_text(json.dumps({"bbox": bbox, "num_images": 5, "global_step": state["epoch"]}))
 '''

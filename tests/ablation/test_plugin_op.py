@@ -33,7 +33,8 @@ def test_toy_op_trains_evaluates_and_is_tabulated(tmp_path):
            "--no-analysis", "--trainer.max_steps", "2", "--trainer.logger", "false", "--trainer.limit_val_batches", "0"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    with open(out / "results.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"roi_pool", "toy_pool"}
     metrics = json.loads((out / "runs" / "toy_pool_s32_seed0" / "eval" / "metrics.json").read_text())
     assert metrics["roi_op"] == "toy_pool" and metrics["num_images"] == 3
