@@ -9,6 +9,8 @@ YAML merge that could disagree with the real run.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import threading
 from collections.abc import Sequence
@@ -46,13 +48,27 @@ def read_train_config(args: Sequence[str]) -> Namespace:
 
     with _PARSE_LOCK:
         argv, sys.argv = sys.argv, sys.argv[:1]  # the caller's own argv is not train.py's (Lightning warns otherwise)
+        stderr = io.StringIO()
         try:
-            cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None, load_from_checkpoint_support=False)
-        except SystemExit as exit_:  # jsonargparse printed the message (naming the key) on stderr
-            raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: {exit_}") from None
+            with contextlib.redirect_stderr(stderr):
+                cli = ParseOnly(args=["fit", *map(str, args)], save_config_callback=None,
+                                load_from_checkpoint_support=False)
+        except SystemExit:  # jsonargparse wrote the usage and the message (naming the key) on stderr
+            raise ValueError(f"train.py fit {' '.join(map(str, args))} does not parse: "
+                             f"{parse_error_message(stderr.getvalue())}") from None
         finally:
             sys.argv = argv
     return cli.config["fit"]
+
+
+def parse_error_message(stderr: str) -> str:
+    """The ``error: ...`` part of what jsonargparse wrote on exit (without the long usage
+    text before it), or the whole text when it has no such line."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    if not starts:
+        return stderr.strip() or "(no message)"
+    return "\n".join(lines[starts[-1]:])[len("error: "):].strip()
 
 
 def section(config: Namespace, key: str) -> dict[str, Any]:

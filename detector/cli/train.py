@@ -145,6 +145,24 @@ class DetectorCLI(LightningCLI):
                             help="fit: start a new run in a run folder that holds an earlier run's checkpoints, "
                                  "deleting them (by default refused; --ckpt_path last resumes instead)")
 
+    def before_instantiate_classes(self) -> None:
+        """Rules across config groups, checked once the config is parsed and before anything is
+        built or read, so a wrong combination is one ``error:`` naming both keys (and the
+        ablation, which parses the base config with the same parser, refuses it before its first
+        run instead of launching runs that each fail).
+
+        ``model.detector.mask: true`` trains and scores masks, so fit/validate/test need
+        ``data.masks: true`` (predict reads no annotations and has no such need).
+        """
+        if self.subcommand not in ("fit", "validate", "test"):
+            return
+        detector = self._get(self.config, "model").get("detector") or {}
+        data = self._get(self.config, "data")
+        if detector.get("mask") and data is not None and data.get("masks") is False:
+            self._parser(self.subcommand).error(
+                "model.detector.mask=true (Mask R-CNN) needs instance masks from the data: add "
+                "--data.masks true (or data: masks: true in the config), or drop model.detector.mask")
+
     def before_fit(self) -> None:
         """Claim the run folder (writable, locked, no earlier run replaced) before any data is read."""
         trainer = self.trainer

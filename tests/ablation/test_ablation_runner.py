@@ -147,6 +147,16 @@ def test_bad_arguments_are_value_errors(fake):
         main(["--config", str(config), "--out", str(out), "--no-analysis", "--foo", "1"], commands=commands)
 
 
+def test_mask_model_without_mask_data_is_refused_before_any_run(fake):
+    """Found running Table 2c: ``--model.detector.mask true`` without ``--data.masks true``
+    launched every run, each failing in train.py; the base config is checked once, first."""
+    commands, config, out, calls = fake
+    with pytest.raises(ValueError, match="model.detector.mask=true.*--data.masks true"):
+        main(["--config", str(config), "--out", str(out), "--no-analysis", "--seeds", "1",
+              "--model.detector.mask", "true"], commands=commands)
+    assert calls() == [] and not (out / "runs").exists()
+
+
 def test_dry_run_lists_each_run_state(fake):
     commands, config, out, _ = fake
     base = ["--config", str(config), "--out", str(out), "--no-analysis", "--variants", "roi_pool", "roi_warp", "--seeds", "1"]

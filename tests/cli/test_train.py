@@ -57,5 +57,16 @@ def test_mask_rcnn_validation_reports_segm_ap(data_root, tmp_path):
 
 
 def test_mask_model_without_mask_data_is_a_clean_error(data_root, tmp_path, capsys):
-    with pytest.raises(ValueError, match="data.masks: true"):
+    with pytest.raises(SystemExit) as exc:  # train.py: refused once parsed (tests/cli/test_train_config.py)
         DetectorCLI(args=["fit", *tiny_args(data_root, tmp_path), "--trainer.fast_dev_run", "1", "--model.detector.mask", "true"])
+    assert exc.value.code == 2 and "--data.masks true" in capsys.readouterr().err
+    # the Python API (a module and a datamodule built by hand) is refused by the module itself
+    import pytorch_lightning as pl  # only this test drives a bare Trainer
+    from tiny_run import tiny_datamodule, tiny_module_kwargs
+
+    from detector.lit import DetectorModule
+
+    trainer = pl.Trainer(fast_dev_run=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="data.masks: true"):
+        trainer.fit(DetectorModule(**tiny_module_kwargs(mask=True)), datamodule=tiny_datamodule(data_root))

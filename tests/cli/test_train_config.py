@@ -13,6 +13,7 @@ from detector.models import DetectorConfig
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 BASES = [c for c in CONFIGS if c.parent.name in ("configs", "backbones")]
 ROI_OVERRIDES = [c for c in CONFIGS if c.parent.name == "roi"]
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
 
 def _parse(args: list[str], capsys) -> dict:
@@ -136,3 +137,26 @@ def test_read_train_config_is_safe_from_threads(tmp_path, monkeypatch):
         t.join()
     assert errors == []
     assert sorted(strides) == sorted((k, 16 * (1 + k % 2)) for k in range(4) for _ in range(3))
+
+
+def test_mask_model_without_mask_data_is_refused_at_parse_time(capsys, tmp_path):
+    """A config rule across groups: checked when the options are parsed (before data is read,
+    and in every tool reading train.py's options), one ``error:`` naming both keys."""
+    with pytest.raises(SystemExit) as exc:
+        DetectorCLI(args=["fit", "--config", str(QUICKSTART), "--model.detector.mask", "true",
+                          "--trainer.default_root_dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "model.detector.mask=true" in capsys.readouterr().err and not any(tmp_path.iterdir())
+    _parse(["--config", str(QUICKSTART), "--model.detector.mask", "true",
+            "--data.masks", "true"], capsys)  # with mask data: parses
+
+
+def test_read_train_config_error_is_the_message_not_the_usage():
+    from detector.cli import read_train_config
+
+    quickstart = str(QUICKSTART)
+    with pytest.raises(ValueError, match=r"does not parse: model.detector.mask=true .*--data.masks true") as err:
+        read_train_config(["--config", quickstart, "--model.detector.mask", "true"])
+    assert "usage:" not in str(err.value) and len(str(err.value)) < 400
+    with pytest.raises(ValueError, match=r'does not parse: Parser key "model.detector.stride"'):
+        read_train_config(["--config", quickstart, "--model.detector.stride", "8"])
