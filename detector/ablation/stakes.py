@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detector.analysis.coco_boxes import SIZE_LABELS, load_gt_boxes
-from detector.analysis.quantization import DISPLAY_COLUMNS, DISPLAY_HEADERS, analyze
+from detector.analysis.quantization import FPN_LABEL, analyze, display_columns
 from detector.analysis.sources import from_config
 from detector.analysis.tables import markdown_table, write_csv
 from detector.io import atomic_write_text, write_json
@@ -27,22 +27,28 @@ def quantization_at_stake(configs, overrides, strides, out: Path) -> dict:
     try:
         source = from_config(configs, "val", overrides)
         gt = load_gt_boxes(source.annotations, source.min_size, source.max_size)
-        rows, _ = analyze(gt, strides)
+        rows, _ = analyze(gt, strides, fpn=source.fpn)  # under FPN: each box at its level's stride
+        strides = [FPN_LABEL] if source.fpn else strides
     except (ValueError, OSError) as e:
         return {"rows": [], "line": f"Quantization analysis not available: {e}"}
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "quantization.csv")
     write_json(out / "quantization.json", {"settings": {"annotations": str(source.annotations), "strides": list(strides),
-                                                        "min_size": source.min_size, "max_size": source.max_size},
+                                                        "fpn": source.fpn, "min_size": source.min_size,
+                                                        "max_size": source.max_size},
                                            "rows": rows}, indent=2)
-    atomic_write_text(out / "quantization.md", markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS))
+    atomic_write_text(out / "quantization.md", markdown_table(rows, *display_columns(rows)))
     pool = [r for r in rows if r["op"] == "roi_pool"]
     parts = []
     for stride in strides:
         by_size = {r["size"]: r for r in pool if r["stride"] == stride}
         sizes = ", ".join(f"{size} {by_size[size]['iou_mean']:.2f}" for size in ("all",) + SIZE_LABELS
                           if by_size.get(size, {}).get("n"))
-        parts.append(f"stride {stride}: {sizes}")
+        if stride == FPN_LABEL:
+            counts = ", ".join(f"{r['level']} {r['n']}" for r in pool if r["size"] == "all" and r.get("level") != "all")
+            parts.append(f"FPN, each box at its Eq. 1 level (boxes per level: {counts}): {sizes}")
+        else:
+            parts.append(f"stride {stride}: {sizes}")
     line = (f"At stake before training: mean IoU between each validation box and the region RoIPool reads "
             f"({len(gt.boxes)} boxes at the detector's scale; RoIAlign reads the box itself) - "
             + "; ".join(parts) + f". Details: {out.name}/quantization.md")

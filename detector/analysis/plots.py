@@ -75,7 +75,8 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
             if m.any():
                 ax.hist(pool["iou"][m], bins=bins, histtype="step", lw=2,
                         color=SIZE_COLORS[size], label=f"{size} ({int(m.sum())})")
-        ax.set(title=f"stride {stride}: IoU(true box, RoIPool region)", xlabel="IoU",
+        where = f"stride {stride}" if isinstance(stride, (int, float)) else f"{stride} (each box at its level)"
+        ax.set(title=f"{where}: IoU(true box, RoIPool region)", xlabel="IoU",
                ylabel="boxes")
         ax.legend(loc="upper left")
 
@@ -85,7 +86,7 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
             idx = rng.choice(idx, max_points, replace=False)
         for op, rec in per_box.items():
             ax.scatter(side[idx], rec["iou"][idx], s=6, alpha=0.5, color=op_color(op), label=op)
-        ax.set(xscale="log", ylim=(0, 1.02), title=f"stride {stride}: IoU vs object size",
+        ax.set(xscale="log", ylim=(0, 1.02), title=f"{where}: IoU vs object size",
                xlabel="sqrt(box area) [px, at the analysed scale]", ylabel="IoU")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -99,10 +100,11 @@ def plot_quantization(per_stride: dict, sizes: np.ndarray, max_points: int = 400
                 mean_abs = np.abs(pool["shift"][m]).mean(axis=0)  # (4,)
                 ax.bar(np.arange(4) + (i - 1) * width, mean_abs, width, color=SIZE_COLORS[size],
                        label=size)
-        for frac in (0.5, 1.0):
+        numeric = isinstance(stride, (int, float))
+        for frac in (0.5, 1.0) if numeric else ():  # under FPN a cell is each box's level stride
             ax.axhline(stride * frac, color="gray", ls=":", lw=1)
         ax.set_xticks(range(4), ["x1", "y1", "x2", "y2"])
-        ax.set(title=f"stride {stride}: RoIPool mean |edge shift| (dotted: 1/2, 1 cell)",
+        ax.set(title=f"{where}: RoIPool mean |edge shift|" + (" (dotted: 1/2, 1 cell)" if numeric else ""),
                ylabel="pixels")
         ax.legend()
     return fig

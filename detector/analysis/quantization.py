@@ -19,12 +19,19 @@ rows isolate *rounding* (RoIWarp) from no rounding at all (RoIAlign: IoU 1). Whe
 ``aligned=False`` (torchvision's default) is half a cell off depends on where a backbone's
 padded convolutions put each cell's centre, so that comparison is opt-in (``--no-aligned``).
 
+With a feature pyramid (``--fpn``, or a config with ``model.detector.fpn: true``) each box is
+read from the level FPN Eq. 1 assigns it (P2-P5, strides 4-32, the pooler's own
+`detector.models.poolers.assign_levels`), so the rows are per level (``P2`` ... ``P5``: the
+boxes that level pools, at its stride) and for the pyramid as a whole (level ``all``): small
+boxes are pooled from fine levels, which is where FPN should shrink RoIPool's rounding.
+
 Run it::
 
     python -m detector.analysis.quantization                      # built-in synthetic data
     python -m detector.analysis.quantization --config configs/quickstart.yaml   # a run's data/scale
     python -m detector.analysis.quantization --annotations instances_val2017.json \
         --stride 16 32 --min-size 800 --max-size 1333 --out runs/quantization
+    python -m detector.analysis.quantization --config configs/ablation.yaml --fpn   # per FPN level
 
 It writes ``quantization.csv`` (every statistic), ``quantization.json`` (the same plus the
 settings), ``quantization.md`` (the readable subset, also printed) and ``quantization.png``.
@@ -73,6 +80,59 @@ def measure(boxes: np.ndarray, stride: float, output_size=7, image_sizes=None,
     return out
 
 
+#: Pyramid levels the ROIs are pooled from under FPN (P2-P5), as `detector.models` builds it.
+FPN_LEVELS = (2, 3, 4, 5)
+#: The ``stride`` column of the rows that describe the whole pyramid.
+FPN_LABEL = "FPN"
+
+
+def measure_fpn(boxes: np.ndarray, levels=FPN_LEVELS, output_size=7, image_sizes=None,
+                aligned: bool = True, ops=None) -> tuple[dict, np.ndarray]:
+    """`measure` under a feature pyramid: each box at the stride ``2**k`` of the level ``k``
+    FPN Eq. 1 assigns it (the pooler's `assign_levels`, so degenerate boxes land where the
+    model puts them). Returns ``(per_box, level)``: ``per_box`` as `measure`'s (every array
+    in the boxes' order) and ``level`` (int[K]), each box's pyramid level.
+    """
+    import torch
+
+    from detector.models.poolers import assign_levels
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    level = np.asarray(levels)[assign_levels(torch.from_numpy(boxes), levels).numpy()]  # (K,)
+    per_box: dict = {}
+    for k in levels:  # one vectorized `measure` per level, scattered back into box order
+        sel = level == k
+        if not sel.any():
+            continue
+        part = measure(boxes[sel], 2.0 ** k, output_size, None if image_sizes is None else image_sizes[sel],
+                       aligned, ops)
+        for op, rec in part.items():
+            dst = per_box.setdefault(op, {key: np.full((len(boxes), *v.shape[1:]), np.nan) for key, v in rec.items()})
+            for key, v in rec.items():
+                dst[key][sel] = v
+    return per_box, level
+
+
+def summarize_fpn(per_box: dict, level: np.ndarray, sizes: np.ndarray, levels=FPN_LEVELS) -> list[dict]:
+    """Rows of `measure_fpn`: the pyramid as a whole (``stride`` "FPN", ``level`` "all"), then
+    each level with boxes (``stride`` its ``2**k``, ``level`` "P<k>"), by op and size."""
+    rows = [{**r, "level": "all"} for r in summarize(per_box, sizes, FPN_LABEL)]
+    for k in levels:
+        sel = level == k
+        if not sel.any():
+            continue
+        part = {op: {key: v[sel] for key, v in rec.items()} for op, rec in per_box.items()}
+        rows += [{**r, "level": f"P{k}"} for r in summarize(part, sizes[sel], 2 ** k)]
+    return rows
+
+
+def display_columns(rows: list[dict]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(columns, headers) of the printed table: with a ``level`` column when FPN rows are present."""
+    if any("level" in r for r in rows):
+        return DISPLAY_COLUMNS[:1] + ("level",) + DISPLAY_COLUMNS[1:], DISPLAY_HEADERS[:1] + ("level",) + DISPLAY_HEADERS[1:]
+    return DISPLAY_COLUMNS, DISPLAY_HEADERS
+
+
 def _stats(rec: dict, mask: np.ndarray) -> dict:
     n = int(mask.sum())
     row = {"n": n}
@@ -108,8 +168,12 @@ def summarize(per_box: dict, sizes: np.ndarray, stride: float) -> list[dict]:
     return rows
 
 
-def analyze(gt: GroundTruthBoxes, strides=(32,), output_size=7, aligned: bool = True):
-    """Measure and summarize ``gt`` at each stride -> ``(rows, {stride: per_box})``."""
+def analyze(gt: GroundTruthBoxes, strides=(32,), output_size=7, aligned: bool = True, fpn: bool = False):
+    """Measure and summarize ``gt`` at each stride -> ``(rows, {stride: per_box})``; with
+    ``fpn``, at the pyramid's levels instead (`measure_fpn`; the dict's key is "FPN")."""
+    if fpn:
+        per_box, level = measure_fpn(gt.boxes, FPN_LEVELS, output_size, gt.image_sizes, aligned)
+        return summarize_fpn(per_box, level, gt.sizes), {FPN_LABEL: per_box}
     rows, per_stride = [], {}
     for stride in strides:
         per_box = measure(gt.boxes, stride, output_size, gt.image_sizes, aligned)
@@ -142,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RoIWarp/RoIAlign sample with aligned=True (default), the pixel convention "
                         "that matches RoIPool's cell footprint; --no-aligned shows the half-cell "
                         "shift of aligned=False under that footprint model")
+    p.add_argument("--fpn", action=argparse.BooleanOptionalAction, default=None,
+                   help="a feature pyramid (P2-P5): each box at the level FPN Eq. 1 assigns it, rows per "
+                        "level (default: the config's model.detector.fpn, else off); excludes --stride")
     p.add_argument("--include-crowd", action="store_true", help="also analyse iscrowd boxes")
     p.add_argument("--out", type=Path, default=Path("runs/quantization"), help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -161,7 +228,11 @@ def main(argv=None) -> dict:
         source = Source(args.images, args.annotations)
     if args.annotations is not None:  # explicit files win over the config's data
         source.images, source.annotations = args.images, args.annotations
-    strides = args.stride or [source.stride or 32]
+    fpn = source.fpn if args.fpn is None else args.fpn
+    if fpn and args.stride:
+        raise ValueError("--stride has no meaning with --fpn (each box is read at its FPN level's stride, "
+                         "P2-P5 = 4-32); drop --stride, or pass --no-fpn")
+    strides = [FPN_LABEL] if fpn else (args.stride or [source.stride or 32])
     min_size = args.min_size if args.min_size is not None else source.min_size
     max_size = args.max_size if args.max_size is not None else source.max_size
     images, annotations = source.images, source.annotations
@@ -170,20 +241,20 @@ def main(argv=None) -> dict:
     gt = load_gt_boxes(annotations, min_size, max_size, args.include_crowd)
     if len(gt.boxes) == 0:
         raise ValueError(f"{str(annotations)!r} has no usable boxes (skipped: {gt.skipped})")
-    rows, per_stride = analyze(gt, strides, output_size, args.aligned)
+    rows, per_stride = analyze(gt, strides, output_size, args.aligned, fpn=bool(fpn))
 
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {"annotations": str(annotations), "config": None if args.config is None else str(args.config),
                 "strides": strides, "output_size": args.output_size, "min_size": min_size,
-                "max_size": max_size, "aligned": args.aligned, "boxes": len(gt.boxes),
+                "max_size": max_size, "aligned": args.aligned, "fpn": bool(fpn), "boxes": len(gt.boxes),
                 "skipped": gt.skipped}
-    md = markdown_table(rows, DISPLAY_COLUMNS, DISPLAY_HEADERS)
+    md = markdown_table(rows, *display_columns(rows))
     write_csv(rows, args.out / "quantization.csv")
     write_json(args.out / "quantization.json", {"settings": settings, "rows": rows}, indent=2)
     (args.out / "quantization.md").write_text(
         f"Quantization analysis of {annotations} ({len(gt.boxes)} boxes, skipped {gt.skipped}), "
         f"resize min_size={min_size} max_size={max_size}, output size {output_size}, "
-        f"aligned={args.aligned}\n\n" + md)
+        f"aligned={args.aligned}" + (", FPN P2-P5 (Eq. 1 levels)" if fpn else "") + "\n\n" + md)
     print(md)
     if not args.no_plot:
         from .plots import plot_quantization, save_figure

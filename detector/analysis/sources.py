@@ -25,6 +25,7 @@ class Source:
     stride: int | None = None
     min_size: float | None = None
     max_size: float | None = None
+    fpn: bool = False
 
 
 def _datamodule(data_args: dict):
@@ -73,4 +74,4 @@ def from_config(paths, split: str = "val", overrides=()) -> Source:
     if isinstance(min_size, (list, tuple)):
         min_size = min_size[-1]
     return Source(images, annotations, stride=int(detector["stride"]), min_size=float(min_size),
-                  max_size=float(detector["max_size"]))
+                  max_size=float(detector["max_size"]), fpn=bool(detector.get("fpn", False)))

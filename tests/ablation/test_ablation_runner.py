@@ -188,6 +188,15 @@ def test_results_say_what_is_at_stake_before_training(fake, tmp_path):
     assert "At stake before training" in md and "stride 32: all" in md and "large 0.65" in md
     rows = json.loads((out / "quantization" / "quantization.json").read_text())["rows"]
     assert any(r["op"] == "roi_pool" and r["size"] == "large" and abs(r["iou_mean"] - 0.6525) < 1e-3 for r in rows)
+    # under FPN: each box at its Eq. 1 level (the slides' box, sqrt(area) 203 px, at P3; the small one at P2)
+    fpn_out = tmp_path / "fpn"
+    main(["--config", str(config), "--out", str(fpn_out), "--variants", "roi_pool", "--seeds", "1",
+          "--timing-images", "0", "--model.detector.backbone", "resnet18", "--model.detector.fpn", "true"],
+         commands=commands, echo=lambda *a: None)
+    md = (fpn_out / "results.md").read_text()
+    assert "FPN, each box at its Eq. 1 level (boxes per level: P2 1, P3 1)" in md and "stride 32: all" not in md
+    levels = {r["level"] for r in json.loads((fpn_out / "quantization" / "quantization.json").read_text())["rows"]}
+    assert levels == {"all", "P2", "P3"}
 
 
 # ---------------------------------------------------------------- interrupted runs are never tabulated (issue 12, 1)

@@ -135,3 +135,65 @@ def test_cli_reads_data_stride_and_resize_from_a_train_config(tmp_path):
     assert large["iou_mean"] == pytest.approx(inter / union)
     with pytest.raises(ValueError, match="does not exist"):
         main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "q")])
+
+
+def _boxes_with_every_level():
+    """Boxes for P2..P5 by FPN Eq. 1 (sqrt(area) < 112, < 224, < 448, >= 448), one exactly at
+    the 112 px boundary (P3, torchvision's eps), one degenerate (zero width: the finest level)."""
+    return np.array([[3.3, 4.9, 23.1, 40.2], [10, 10, 122, 122], [40.5, 7.25, 290.5, 300.75],
+                     [0, 0, 300, 400], [17, 9, 617, 509], [5, 5, 5, 15]], dtype=np.float64)
+
+
+def test_fpn_reads_each_box_at_its_levels_stride():
+    """Each box's FPN measurement is `measure` of that box alone at 2**level (slow reference:
+    one box at a time), with the level the model's pooler assigns."""
+    import torch
+
+    from detector.analysis.quantization import measure, measure_fpn
+    from detector.models.poolers import assign_levels
+
+    boxes = _boxes_with_every_level()
+    image_sizes = np.tile([[800.0, 608.0]], (len(boxes), 1))
+    per_box, level = measure_fpn(boxes, image_sizes=image_sizes, output_size=7)
+    assert level.tolist() == [2, 3, 4, 4, 5, 2]
+    assert level.tolist() == (assign_levels(torch.from_numpy(boxes), (2, 3, 4, 5)).numpy() + 2).tolist()
+    for i, (box, k) in enumerate(zip(boxes, level)):
+        alone = measure(box[None], 2.0 ** k, 7, image_sizes[i:i + 1])
+        for op, rec in alone.items():
+            for key, value in rec.items():
+                np.testing.assert_array_equal(per_box[op][key][i], value[0], err_msg=f"box {i} {op} {key}")
+    # RoIPool at P2 (stride 4) reads the small box far better than one stride-32 map does
+    small32 = measure(boxes[:1], 32.0)["roi_pool"]["iou"][0]
+    # P2: cells 1..6 x 1..10 -> [4, 28) x [4, 44); IoU = 19.1*35.3 / (19.8*35.3 + 24*40 - 19.1*35.3)
+    assert per_box["roi_pool"]["iou"][0] == pytest.approx(0.6847, abs=1e-4) and small32 < 0.2
+
+
+def test_fpn_rows_per_level_and_for_the_pyramid(tmp_path, capsys):
+    from detector.analysis.quantization import FPN_LABEL, measure_fpn, summarize_fpn
+
+    boxes = _boxes_with_every_level()
+    sizes = size_category(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    per_box, level = measure_fpn(boxes)
+    rows = summarize_fpn(per_box, level, sizes)
+    pyramid = [r for r in rows if r["level"] == "all"]
+    assert {r["stride"] for r in pyramid} == {FPN_LABEL} and len(pyramid) == 3 * 4
+    by_level = {(r["level"], r["stride"]) for r in rows if r["level"] != "all"}
+    assert by_level == {("P2", 4), ("P3", 8), ("P4", 16), ("P5", 32)}
+    whole = next(r for r in pyramid if (r["op"], r["size"]) == ("roi_pool", "all"))
+    parts = [r for r in rows if r["level"] != "all" and (r["op"], r["size"]) == ("roi_pool", "all")]
+    assert whole["n"] == sum(r["n"] for r in parts) == len(boxes)
+    assert whole["iou_mean"] == pytest.approx(sum(r["n"] * r["iou_mean"] for r in parts) / len(boxes))
+    # the CLI: --fpn (or a config's model.detector.fpn) gives a level column; --stride with it is refused
+    ann = write_coco(tmp_path / "ann.json")
+    doc = main(["--annotations", str(ann), "--fpn", "--out", str(tmp_path / "q"), "--no-plot"])
+    assert doc["settings"]["fpn"] is True and "| FPN | all | roi_pool | all | 3 |" in capsys.readouterr().out
+    assert "| level |" in (tmp_path / "q" / "quantization.md").read_text()
+    with pytest.raises(ValueError, match="--stride has no meaning with --fpn"):
+        main(["--annotations", str(ann), "--fpn", "--stride", "16", "--out", str(tmp_path / "q2")])
+    config = tmp_path / "fpn.yaml"
+    config.write_text(f"model:\n  detector:\n    backbone: resnet18\n    fpn: true\ndata:\n  dataset: coco\n"
+                      f"  train_images: {tmp_path}\n  train_annotations: {ann}\n"
+                      f"  val_images: {tmp_path}\n  val_annotations: {ann}\n")
+    doc = main(["--config", str(config), "--out", str(tmp_path / "q3")])
+    assert doc["settings"]["fpn"] is True and {r["level"] for r in doc["rows"]} >= {"all"}
+    assert (tmp_path / "q3" / "quantization.png").is_file()
