@@ -134,10 +134,10 @@ class DetectionDataModule(pl.LightningDataModule):
         )
         self._explicit = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
                           "test": (test_images, test_annotations)}
-        for split, (images, annotations) in self._explicit.items():
-            if (images is None) != (annotations is None):
+        for split, (images, annotation_file) in self._explicit.items():
+            if (images is None) != (annotation_file is None):
                 raise ValueError(f"give both {split}_images and {split}_annotations, or neither "
-                                 f"(got {split}_images={images!r}, {split}_annotations={annotations!r})")
+                                 f"(got {split}_images={images!r}, {split}_annotations={annotation_file!r})")
         if dataset == "coco" and root is None and all(a is None for _, a in self._explicit.values()):
             raise ValueError("dataset='coco' needs root (a COCO folder) or explicit splits: train_images/"
                              "train_annotations and val_images/val_annotations to train, val_images/"
