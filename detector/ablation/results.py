@@ -221,6 +221,8 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
             "stride" + (f" and the same {', '.join(a.short for a in axes)}" if axes else "")
             + "; 'beyond spread' = |Δ| > 2 standard errors of the difference (n/a with one seed).\n\n")
     text += markdown_table(display) if display else "(no completed runs)\n"
+    if mask:
+        text += mask_table(summary, axes)
     analysed = [s for s in summary if math.isfinite(s.get("AP_IoU50_mean", math.nan))]
     if analysed:
         text += ("\nBox AP (percent) at each IoU threshold, mean ± std over seeds, from each run's eval/analysis.json (over the runs that have one); "
@@ -245,6 +247,22 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
     if machine:
         text += f"\nMachine: {machine}\n"
     return text
+
+
+def mask_table(summary: list[dict], axes: Sequence[Axis] = ()) -> str:
+    """The mask metrics as a table of their own, the form of Mask R-CNN's Table 2c (mask AP,
+    AP50, AP75, and by size), with Δ to RoIPool and the spread verdict like the box table."""
+    rows = []
+    for s in summary:
+        row = {"stride": s["stride"], **{a.short: s.get(a.short) or "-" for a in axes}, "variant": s["label"],
+               "seeds": s["n"]}
+        for m in METRICS:
+            row[f"mask {m}"] = _pm(s.get(f"{MASK_PREFIX}{m}_mean", math.nan), s.get(f"{MASK_PREFIX}{m}_std", math.nan))
+        row["Δmask AP vs RoIPool (beyond spread?)"] = _delta(s, f"{MASK_PREFIX}AP")
+        row["Δmask AP75"] = _delta(s, f"{MASK_PREFIX}AP75")
+        rows.append(row)
+    return ("\nMask AP (percent; the metric of Mask R-CNN's Table 2c), mean ± std over seeds, Δ and spread "
+            "rule as above.\n\n" + markdown_table(rows))
 
 
 def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], strides: list[int],

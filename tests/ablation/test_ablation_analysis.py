@@ -19,7 +19,7 @@ POOL, ALIGN = Variant("roi_pool"), Variant("roi_align", "avg")
 THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
 
 
-def _run(out, variant, seed, ap, analysis=None, step=6):
+def _run(out, variant, seed, ap, analysis=None, step=6, mask_ap=None):
     """A completed run as the runner leaves it (run.json with its verified stamp, eval/metrics.json),
     with evaluate.py's analysis.json when `analysis` is given (AP falling linearly with IoU)."""
     run = RunDir(out, RunSpec(variant, 32, seed))
@@ -28,7 +28,9 @@ def _run(out, variant, seed, ap, analysis=None, step=6):
     run.metrics_file.write_text(json.dumps({"bbox": bbox, "global_step": step}))
     run.marker.write_text(json.dumps({
         "complete": True, "name": run.spec.name, "variant": variant.name, "op": variant.op, "mode": variant.mode,
-        "stride": 32, "seed": seed, "bbox": bbox, "segm": None, "num_images": 5, "global_step": step,
+        "stride": 32, "seed": seed, "bbox": bbox, "num_images": 5, "global_step": step,
+        "segm": None if mask_ap is None else {"AP": mask_ap, "AP50": mask_ap * 1.5, "AP75": mask_ap * 0.8,
+                                              "APs": mask_ap / 3, "APm": mask_ap, "APl": mask_ap * 1.3},
         "checkpoint": str(run.train_dir / "last.ckpt"), "train_time_s": 60.0, "train_attempts": 1,
         "eval_time_s": 1.0, "infer_ms_per_image": 10.0, "roi_ms_per_image": 1.0,
         "finished_at": "2026-12-05T00:00:00", "train_command": ["train.py"],
@@ -99,3 +101,22 @@ def test_analysis_of_another_step_or_broken_is_not_used(tmp_path):
     assert any("is about step 3, the run evaluated step 6" in m for m in messages)
     assert any("is not an analysis.json evaluate.py wrote" in m for m in messages)
     assert math.isnan(result["summary"][0]["AP_IoU50_mean"]) and result["summary"][0]["n"] == 2
+
+
+def test_mask_runs_get_a_mask_table_with_deltas_and_the_spread_rule(tmp_path):
+    """Table 2c is mask AP: runs with ``segm`` metrics get their own table (AP, AP50, AP75, by
+    size), Δ to RoIPool judged like the box AP."""
+    specs = [_run(tmp_path, POOL, 0, 0.30, mask_ap=0.26), _run(tmp_path, POOL, 1, 0.32, mask_ap=0.27),
+             _run(tmp_path, ALIGN, 0, 0.36, mask_ap=0.43), _run(tmp_path, ALIGN, 1, 0.35, mask_ap=0.44)]
+    doc = write_results(tmp_path, specs, [POOL, ALIGN], [32])
+    pool, align = doc["summary"]
+    assert pool["mask_AP_mean"] == pytest.approx(26.5) and align["mask_AP75_mean"] == pytest.approx(43.5 * 0.8)
+    assert align["mask_AP_delta"] == pytest.approx(17.0) and align["mask_AP_beyond_spread"] is True
+    md = (tmp_path / "results.md").read_text()
+    table = md.split("Mask AP (percent; the metric of Mask R-CNN's Table 2c)")[1]
+    assert "| mask AP | mask AP50 | mask AP75 | mask APs | mask APm | mask APl |" in table
+    assert "| 32 | RoIAlign avg | 2 | 43.5 ± 0.7 | 65.2 ± 1.1 | 34.8 ± 0.6 |" in table and "+17.0 (yes)" in table
+    # box-only runs: no mask table
+    box_only = tmp_path / "box"
+    write_results(box_only, [_run(box_only, POOL, 0, 0.30)], [POOL], [32])
+    assert "Mask AP" not in (box_only / "results.md").read_text()
