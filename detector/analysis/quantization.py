@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from detector.io import write_json
+from detector.models.backbones import (
+    FPN_LEVELS,  # the pyramid levels ROIs are pooled from (P2-P5)
+)
 
 from .coco_boxes import SIZE_LABELS, GroundTruthBoxes, load_gt_boxes
 from .regions import paired_iou, read_region, region_ops, roi_pool_bin_iou
@@ -80,8 +83,6 @@ def measure(boxes: np.ndarray, stride: float, output_size=7, image_sizes=None,
     return out
 
 
-#: Pyramid levels the ROIs are pooled from under FPN (P2-P5), as `detector.models` builds it.
-FPN_LEVELS = (2, 3, 4, 5)
 #: The ``stride`` column of the rows that describe the whole pyramid.
 FPN_LABEL = "FPN"
 
