@@ -277,7 +277,7 @@ def _worker_memory(dataset, workers: int) -> dict:
                 samples.setdefault(child.pid, []).append(
                     {k: round(getattr(info, k) / 2**20, 1) for k in ("rss", "uss", "pss")})
     out = {"epoch_s": time.perf_counter() - start, "workers": []}
-    for pid, (first, end) in ((p, v) for p, v in samples.items() if len(v) == 2):
+    for first, end in (v for v in samples.values() if len(v) == 2):
         out["workers"].append({"start": first, "end": end, "uss_growth_mib": round(end["uss"] - first["uss"], 1),
                                "rss_growth_mib": round(end["rss"] - first["rss"], 1)})
     return out

@@ -78,13 +78,13 @@ def main() -> None:
         pooler(x, proposals, shapes).sum().backward()
 
     rows = {name: {"fwd": [], "fwdbwd": []} for name in poolers}
-    for name, pooler in poolers.items():  # warm-up (extension loading, allocator)
+    for pooler in poolers.values():  # warm-up (extension loading, allocator)
         forward(pooler)
         forward_backward(pooler)
     for _ in range(args.repeats):  # interleaved, so load changes hit every row alike
         for name, pooler in poolers.items():
-            rows[name]["fwd"].append(time_ms(lambda: forward(pooler), 1, device))
-            rows[name]["fwdbwd"].append(time_ms(lambda: forward_backward(pooler), 1, device))
+            rows[name]["fwd"].append(time_ms(lambda p=pooler: forward(p), 1, device))
+            rows[name]["fwdbwd"].append(time_ms(lambda p=pooler: forward_backward(p), 1, device))
     ref = {k: statistics.median(v) for k, v in rows["tv MultiScaleRoIAlign"].items()}
     table = []
     print(f"# FPN pooler, {args.boxes} boxes, 4 levels, {device}, threads={torch.get_num_threads()}, median of {args.repeats}")

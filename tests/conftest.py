@@ -42,8 +42,9 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_root) -> Path:
     """A run folder after 2 epochs (4 steps) of tiny training, with checkpoints/{best,last}.ckpt."""
-    from detector.cli import DetectorCLI
     from tiny_run import tiny_args
+
+    from detector.cli import DetectorCLI
 
     run_dir = tmp_path_factory.mktemp("run")
     DetectorCLI(args=["fit", *tiny_args(data_root, run_dir), "--trainer.max_epochs", "2"])

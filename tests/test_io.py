@@ -63,7 +63,9 @@ def test_new_files_get_plain_open_permissions(tmp_path):
             f.write("x")
     finally:
         os.umask(old)
-    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    def mode(name):
+        return (tmp_path / name).stat().st_mode & 0o777
+
     assert mode("a.txt") == mode("b.txt") == 0o644
     assert (tmp_path / "a.txt").read_bytes() == "héllo".encode()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 
 def format_value(v, digits: int = 3) -> str:

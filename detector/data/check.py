@@ -261,7 +261,7 @@ def check_image_files(
             results[k] = hit
         else:
             todo.append((k, full, st))
-    for (k, full, st), result in zip(todo, read_files([t[1] for t in todo], decode)):
+    for (k, _full, st), result in zip(todo, read_files([t[1] for t in todo], decode)):
         results[k] = result
         if cache is not None:
             cache.put(names[k], st, result)

@@ -22,11 +22,10 @@ from torch.utils.data import DataLoader
 
 from detector.data.check import DatasetError, load_coco_json
 from detector.data.coco import CocoDetection
-from detector.data.shapes import SHAPES
 from detector.data.sampler import EpochSampler, ResumableDataLoader, SeededSamples
+from detector.data.shapes import SHAPES
 from detector.data.synthetic import ensure_synthetic_coco
 from detector.data.transforms import TransformConfig, build_transforms
-
 
 #: The datamodule's answer to a test without a test split (train.py prints it as one error line).
 NO_TEST_SPLIT = ("no test split: set data.test_images and data.test_annotations (a COCO folder's images and "

@@ -36,8 +36,8 @@ float32 with half features are accepted (that is what autocast produces).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_align / roi_pool)
@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .options import MAX_SAMPLING_GRID
 
-BoxesType = Union[Tensor, Sequence[Tensor]]
+BoxesType = Tensor | Sequence[Tensor]
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -131,7 +131,7 @@ class Prepared:
 
     input: Tensor  # (N, C, H, W), compute dtype
     rois: Tensor  # (K, 5), compute dtype, every coordinate finite (and finite times the scale)
-    finite: Optional[Tensor]  # (K,) bool, None when every row was finite
+    finite: Tensor | None  # (K,) bool, None when every row was finite
     out_dtype: torch.dtype
     extent: float = 0.0  # longest side of a finite box, in feature cells (bounds the adaptive grid)
 

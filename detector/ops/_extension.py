@@ -29,7 +29,6 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -64,7 +63,7 @@ _INDEX_DTYPES = {1: torch.int8, 2: torch.int16, 4: torch.int32}
 _I64, _DBL, _INT, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_void_p
 
 
-def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
@@ -254,8 +253,8 @@ class Kernels:
         return grad_input, grad_rois
 
 
-@functools.lru_cache(maxsize=None)
-def load_extension() -> Optional[Kernels]:
+@functools.cache
+def load_extension() -> Kernels | None:
     """Return the :class:`Kernels` (building them on first use), or ``None`` (warned once)."""
     if os.environ.get("DETECTOR_OPS_NO_EXTENSION", "") not in ("", "0"):
         return None

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Mapping, Optional
 
 ENV_VAR = "DETECTOR_PLUGINS"
 ENTRY_POINT_GROUP = "detector.roi_ops"
 
 
-def plugin_modules(environ: Optional[Mapping[str, str]] = None) -> list[str]:
+def plugin_modules(environ: Mapping[str, str] | None = None) -> list[str]:
     """The module paths named in ``DETECTOR_PLUGINS`` (blank entries skipped)."""
     value = (os.environ if environ is None else environ).get(ENV_VAR, "")
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def load_plugins(environ: Optional[Mapping[str, str]] = None) -> list[str]:
+def load_plugins(environ: Mapping[str, str] | None = None) -> list[str]:
     """Import every plugin module (env first, then entry points); return what was loaded.
 
     Importing a module twice runs it once (``sys.modules``), so calling this again is harmless.

@@ -32,9 +32,10 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from torch import nn
 
@@ -73,7 +74,7 @@ class RoiOption:
     default: Any
     check: Callable[[Any], bool]
     expected: str
-    tag: Optional[Callable[[Any], str]] = None
+    tag: Callable[[Any], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class RoiOpSpec:
     color: str
     options: tuple[RoiOption, ...] = ()
     modes: tuple[str, ...] = ()
-    region: Optional[Callable[..., Any]] = None
+    region: Callable[..., Any] | None = None
     ablate: bool = True
 
     def option(self, key: str) -> RoiOption:
@@ -124,7 +125,7 @@ class RoiOpSpec:
                     f"ROI op {self.name!r}: option {key}={value!r} is invalid; expected {option.expected}"
                 )
 
-    def resolve_options(self, options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    def resolve_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """Every option of this op: the defaults, completed by ``options`` (checked first).
 
         >>> get_roi_op("roi_pool").resolve_options(None)

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from data_helpers import messy_coco, write_coco
 
 from detector.data.check import KINDS, DatasetError, check_coco, main
 from detector.data.coco import CocoDetection
-
-from data_helpers import messy_coco, write_coco
 
 
 def check(tmp_path, mutate=None, images_mutate=None, **kw):

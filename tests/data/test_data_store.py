@@ -45,7 +45,7 @@ def reference(data: dict, category_ids: list, exclude=(), drop_empty=False) -> d
 
 def assert_store_equals(store: AnnotationStore, ref: dict, segmentations: bool) -> None:
     assert store.image_ids.tolist() == list(ref)
-    for i, (img_id, r) in enumerate(ref.items()):
+    for i, r in enumerate(ref.values()):
         assert store.file_name(i) == r["file_name"]
         rows = store.target_rows(i)
         np.testing.assert_array_equal(store.target_boxes(i), r["boxes"])

@@ -13,7 +13,9 @@ from detector.evaluation.distributed import flatten, gather_per_image
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        det = lambda i: [{"image_id": i, "category_id": 1, "bbox": [i, 0, 1, 1], "score": 0.5}]
+        def det(i):
+            return [{"image_id": i, "category_id": 1, "bbox": [i, 0, 1, 1], "score": 0.5}]
+
         # 5 images over 2 ranks as DistributedSampler deals them: rank 1 gets image 0 again as padding.
         shard = {0: det(0), 2: det(2), 4: det(4)} if rank == 0 else {1: det(1), 3: det(3), 0: det(0)}
         merged = gather_per_image(shard)

@@ -41,7 +41,9 @@ def test_unique_labels():
 
 
 def test_merge_keeps_each_image_once_whatever_the_sharding():
-    det = lambda i: [{"image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]
+    def det(i):
+        return [{"image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]
+
     # DistributedSampler pads rank 1's shard with image 1 again.
     rank0 = {1: det(1), 3: det(3)}
     rank1 = {2: det(2), 1: det(1)}

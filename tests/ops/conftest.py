@@ -3,8 +3,7 @@
 import pytest
 import torch
 from roi_reference import random_rois
-
-BATCH, CHANNELS, HEIGHT, WIDTH, SCALE = 2, 3, 9, 11, 0.5
+from roi_shapes import BATCH, CHANNELS, HEIGHT, SCALE, WIDTH
 
 
 @pytest.fixture(autouse=True)

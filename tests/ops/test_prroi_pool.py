@@ -6,8 +6,8 @@ Internals on purpose: ``prroi_cpp`` / ``prroi_torch`` are the two paths the publ
 
 import pytest
 import torch
-from conftest import SCALE
 from roi_reference import prroi_ref, random_rois
+from roi_shapes import SCALE
 
 from detector.ops import PrRoIPool, prroi_pool
 from detector.ops._extension import load_extension

@@ -8,8 +8,8 @@ tested against each other, which the public function (one path per device) canno
 import pytest
 import torch
 import torchvision
-from conftest import SCALE
 from roi_reference import bilinear, random_rois, roi_align_ref
+from roi_shapes import SCALE
 
 from detector.ops import RoIAlign, roi_align
 from detector.ops._align_avg import align_avg_cpp, align_avg_torchvision

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import SCALE
+from roi_shapes import SCALE
 from roi_variants import case_id, cases, registered
 
 from detector.ops import build_roi_op, prroi_pool, roi_align, roi_pool, roi_warp

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import SCALE
 from roi_reference import prroi_ref, roi_align_ref
+from roi_shapes import SCALE
 
 # Internals on purpose: this file tests the C++ extension loader (_extension) and the dispatch to it.
 import detector.ops._align_max as align_max_module

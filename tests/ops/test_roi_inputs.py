@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import SCALE
+from roi_shapes import SCALE
 from roi_variants import REFERENCES, contract_variants
 
 import detector.ops as ops

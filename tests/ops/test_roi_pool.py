@@ -3,7 +3,7 @@ test_roi_variants.py, for every op of the table)."""
 
 import torch
 import torchvision
-from conftest import SCALE
+from roi_shapes import SCALE
 
 from detector.ops import RoIPool, roi_pool
 

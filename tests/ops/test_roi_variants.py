@@ -10,8 +10,8 @@ PyTorch paths) stays in that op's own file.
 
 import pytest
 import torch
-from conftest import BATCH, SCALE
 from roi_reference import as_list, list_order
+from roi_shapes import BATCH, SCALE
 from roi_variants import (
     NAMES,
     REFERENCES,

@@ -3,7 +3,7 @@ gradcheck: test_roi_variants.py."""
 
 import pytest
 import torch
-from conftest import SCALE
+from roi_shapes import SCALE
 
 from detector.ops import RoIWarp, roi_align, roi_warp, round_half_away
 
