@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from detector.evaluation.coco_eval import to_coco_results
+from detector.evaluation.frame import to_annotation_frame
 
 PerImage = dict[int, list[dict[str, Any]]]
 
@@ -32,11 +33,21 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 }
 
 
-def batch_results(targets: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, torch.Tensor]],
-                  category_ids: Sequence[int], masks: bool) -> PerImage:
-    """``{image_id: [COCO result, ...]}`` for one batch (an image without detections maps to ``[]``)."""
-    return {int(t["image_id"]): to_coco_results(int(t["image_id"]), o, category_ids, masks=masks)
-            for t, o in zip(targets, outputs)}
+def batch_results(images: Sequence[torch.Tensor], targets: Sequence[Mapping[str, Any]],
+                  outputs: Sequence[Mapping[str, torch.Tensor]], category_ids: Sequence[int], masks: bool) -> PerImage:
+    """``{image_id: [COCO result, ...]}`` for one batch (an image without detections maps to ``[]``).
+
+    `images` are the tensors the model was given: with a data-side resize their size differs
+    from the file's (``target["orig_size"]``), and each output is moved back to the file's
+    pixels first (`detector.evaluation.frame`), the frame of the ground truth. A target without
+    ``orig_size`` is taken to be in the frame of its image.
+    """
+    results: PerImage = {}
+    for image, target, output in zip(images, targets, outputs):
+        size = tuple(image.shape[-2:])  # (C, H, W) -> (H, W)
+        output = to_annotation_frame(output, size, target.get("orig_size", size))
+        results[int(target["image_id"])] = to_coco_results(int(target["image_id"]), output, category_ids, masks=masks)
+    return results
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,7 +85,7 @@ def detect(model: nn.Module, batches: Iterable[tuple[Sequence[torch.Tensor], Seq
         with torch.inference_mode(), autocast:
             for images, targets in tqdm(batches, desc=description, total=total, disable=None if progress else True, leave=False):  # None: off when not a terminal
                 outputs = model([image.to(device, non_blocking=True) for image in images])
-                per_image.update(batch_results(targets, outputs, category_ids, masks))
+                per_image.update(batch_results(images, targets, outputs, category_ids, masks))
     finally:
         model.train(was_training)
     return per_image

@@ -247,7 +247,7 @@ class DetectorModule(pl.LightningModule):
 
     def _detect_batch(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
         images, targets = batch
-        return batch_results(targets, self.model(images), self._require_categories(), self.detector_config.mask)
+        return batch_results(images, targets, self.model(images), self._require_categories(), self.detector_config.mask)
 
     def _score(self, split: str, print_summary: bool = False) -> None:
         """COCOeval of the epoch's detections (all ranks, each image once) against `split`'s
