@@ -37,6 +37,7 @@ import copy
 import gc
 import io
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,7 @@ def evaluate_coco(
 
 
 def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int], iou_type: str) -> CocoEvalResult:
-    names = {cat_id: cat["name"] for cat_id, cat in gt.cats.items()}
+    names = category_labels(gt)
     dets = [dict(r) for r in results]
     if iou_type == "segm":
         missing = sum("segmentation" not in d for d in dets)
@@ -190,18 +191,16 @@ def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int]
         for d in dets:
             d.pop("bbox", None)  # so loadRes takes the mask area, not the box area (as detectron2 does)
             d["segmentation"] = copy.copy(d["segmentation"])
-    if not dets or not ids:
-        # pycocotools cannot load an empty result list; no detection means AP 0 where
-        # there is ground truth (and -1 = undefined where there is none).
-        stats = {name: 0.0 for name in STAT_NAMES}
-        has_gt = bool(ids) and len(gt.getAnnIds(imgIds=ids, iscrowd=False)) > 0
-        if not has_gt:
-            stats = {name: math.nan for name in STAT_NAMES}
-        evaluator = _run_cocoeval(gt, empty_results(gt), ids, iou_type) if ids else None
-        return CocoEvalResult(iou_type, stats, {names[c]: (0.0 if has_gt else math.nan) for c in sorted(names)}, "",
-                              evaluator)
-    with contextlib.redirect_stdout(io.StringIO()), gc_paused():
-        coco_dt = gt.loadRes(dets)
+    if not ids:
+        return CocoEvalResult(iou_type, {name: math.nan for name in STAT_NAMES}, dict.fromkeys(names.values(), math.nan),
+                              "", None)
+    if dets:
+        with contextlib.redirect_stdout(io.StringIO()), gc_paused():
+            coco_dt = gt.loadRes(dets)
+    else:
+        # pycocotools cannot load an empty result list. COCOeval on an empty result object scores
+        # 0 where there is ground truth and -1 (nan here) where there is none, as with detections.
+        coco_dt = empty_results(gt)
     evaluator = _run_cocoeval(gt, coco_dt, ids, iou_type)
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary), gc_paused():
@@ -216,6 +215,16 @@ def _evaluate_one(gt: COCO, results: Sequence[Mapping[str, Any]], ids: list[int]
         p = p[p > -1]
         per_class[names[cat_id]] = float(p.mean()) if p.size else math.nan
     return CocoEvalResult(iou_type, stats, per_class, summary.getvalue(), evaluator)
+
+
+def category_labels(gt: COCO) -> dict[int, str]:
+    """``{category id: label}`` for per-class results: the category's name, or ``"name (id N)"``
+    for a name that two categories share, so neither overwrites the other's AP (categories
+    ``{1: car, 2: car, 3: bus}`` -> ``{1: "car (id 1)", 2: "car (id 2)", 3: "bus"}``).
+    """
+    names = {cat_id: str(cat["name"]) for cat_id, cat in sorted(gt.cats.items())}
+    counts = Counter(names.values())
+    return {cat_id: (f"{name} (id {cat_id})" if counts[name] > 1 else name) for cat_id, name in names.items()}
 
 
 def empty_results(gt: COCO) -> COCO:

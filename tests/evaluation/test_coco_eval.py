@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +94,31 @@ def test_no_detections_give_zero_not_a_crash(tmp_path):
     gt, _ = _write_gt(tmp_path)
     res = evaluate_coco(gt, [], image_ids=[11, 42])["bbox"]
     assert res.stats["AP"] == 0.0 and res.per_class == {"circle": 0.0, "star": 0.0}
+
+
+def test_no_detections_leave_undefined_numbers_undefined(tmp_path):
+    """Zero detections must give what one stray detection gives: nan where there is no ground
+    truth (no large object anywhere; no star on image 11), 0 where there is (it gave 0.0 for all)."""
+    gt, _ = _write_gt(tmp_path)
+    res = evaluate_coco(gt, [], image_ids=[11])["bbox"]
+    assert res.stats["AP"] == 0.0 and res.stats["APm"] == 0.0
+    assert math.isnan(res.stats["APl"]) and math.isnan(res.stats["ARl"]) and math.isnan(res.stats["APs"])
+    assert res.per_class["circle"] == 0.0 and math.isnan(res.per_class["star"])
+    stray = evaluate_coco(gt, [{"image_id": 11, "category_id": 3, "bbox": [0, 0, 2, 2], "score": 0.1}], image_ids=[11])["bbox"]
+    assert {k for k, v in stray.stats.items() if math.isnan(v)} == {k for k, v in res.stats.items() if math.isnan(v)}
+    assert "Average Precision" in res.summary
+    none = evaluate_coco(gt, [], image_ids=[])["bbox"]
+    assert all(math.isnan(v) for v in none.stats.values()) and set(none.per_class) == {"circle", "star"}
+
+
+def test_categories_sharing_a_name_keep_their_own_ap(tmp_path):
+    gt, boxes = _write_gt(tmp_path)
+    doc = json.loads(Path(gt).read_text())
+    doc["categories"] = [{"id": 3, "name": "car"}, {"id": 7, "name": "car"}]
+    Path(gt).write_text(json.dumps(doc))
+    only_circles = [r for r in to_coco_results(42, _perfect_outputs(boxes)[42], CATEGORY_IDS) if r["category_id"] == 3]
+    res = evaluate_coco(gt, only_circles, image_ids=[42])["bbox"]
+    assert res.per_class == {"car (id 3)": pytest.approx(1.0), "car (id 7)": 0.0}
 
 
 def test_bad_labels_and_unknown_images_are_named(tmp_path):
