@@ -46,8 +46,9 @@ from .launchers import (
     wait_slurm,
 )
 from .lock import RunLock, results_lock
+from .recipe import recipe_problem
 from .results import write_results
-from .runner import Commands, RunFailed, base_roi_options, split_overrides
+from .runner import Commands, RunFailed, base_roi_options, split_overrides, train_recipe
 from .runs import RunDir, RunSpec
 from .stakes import quantization_at_stake
 from .variants import default_variants, parse_variants
@@ -179,11 +180,16 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
                 "variants": [v.name for v in variants], "strides": args.strides,
                 "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
                 "grid": {a.key: list(a.values) for a in axes}}
+    def recipe_for(spec: RunSpec) -> list[str]:
+        return train_recipe(spec, config_args, rest)
+
     if args.dry_run:
         for spec in specs:
             run = RunDir(args.out, spec)
             rec, problem = run.check_record()
-            state = ("complete" if rec else "running elsewhere" if RunLock(run.path).is_held_elsewhere()
+            other = recipe_problem(run.path, recipe_for(spec))
+            state = (f"not this command's run: it {other}" if other
+                     else "complete" if rec else "running elsewhere" if RunLock(run.path).is_held_elsewhere()
                      else "trained" if run.training_done()
                      else f"resume from {run.latest_checkpoint()}" if run.latest_checkpoint() else "new")
             echo(f"{spec.name}: {state}" + (f" (run.json not counted: {problem})" if problem else ""))
@@ -200,7 +206,8 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
 
     def tables(plot: bool = True) -> dict:
         with results_lock(args.out):  # another launcher on this folder may be writing them now
-            return write_results(args.out, specs, variants, args.strides, settings, plot=plot, axes=axes)
+            return write_results(args.out, specs, variants, args.strides, settings, plot=plot, axes=axes,
+                                 recipe_for=recipe_for)
 
     outcomes = []
     if not args.report_only:

@@ -22,7 +22,7 @@ curve per variant, mean +- std band).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from detector.analysis.tables import markdown_table, write_csv
@@ -38,6 +38,7 @@ from .columns import (
     TIME_FIELDS,
 )
 from .grid import Axis, combinations, describe, for_variant
+from .recipe import recipe_problem
 from .runs import RunDir, RunSpec, read_json, warn_file
 from .variants import REFERENCE, Variant
 
@@ -93,14 +94,22 @@ def analysis_columns(path: Path, global_step: int | None = None) -> dict | None:
         return None
 
 
-def collect(out: Path, specs: list[RunSpec], axes: Sequence[Axis] = ()) -> tuple[list[dict], list[str]]:
+def collect(out: Path, specs: list[RunSpec], axes: Sequence[Axis] = (),
+            recipe_for: Callable[[RunSpec], list[str]] | None = None) -> tuple[list[dict], list[str]]:
     """Rows of the completed runs among ``specs`` and the names of the missing ones. With grid
     axes each row has a column per axis (`Axis.short`): the run's value, or ``""`` where the
-    axis does not change the variant (its run is shared by every value)."""
+    axis does not change the variant (its run is shared by every value).
+
+    recipe_for: the train recipe of a spec under the command at hand (`runner.train_recipe`);
+    a run trained by another command is then missing, with a `RunFileWarning` saying what differs.
+    """
     rows, missing = [], []
     for spec in specs:
         run = RunDir(out, spec)
-        rec = run.record()
+        problem = recipe_problem(run.path, recipe_for(spec)) if recipe_for is not None else None
+        if problem:
+            warn_file(run.path, problem, "the run is not counted in this command's table")
+        rec = None if problem else run.record()
         if rec is None:
             missing.append(spec.name)
         else:
@@ -266,10 +275,11 @@ def mask_table(summary: list[dict], axes: Sequence[Axis] = ()) -> str:
 
 
 def write_results(out: Path, specs: list[RunSpec], variants: list[Variant], strides: list[int],
-                  settings: dict | None = None, plot: bool = True, axes: Sequence[Axis] = ()) -> dict:
+                  settings: dict | None = None, plot: bool = True, axes: Sequence[Axis] = (),
+                  recipe_for: Callable[[RunSpec], list[str]] | None = None) -> dict:
     """Write results.csv (summary), runs.csv (per run), results.json, results.md, ablation.png
-    (``axes``: the grid's, :mod:`.grid`)."""
-    rows, missing = collect(out, specs, axes)
+    (``axes``: the grid's, :mod:`.grid`; ``recipe_for``: see `collect`)."""
+    rows, missing = collect(out, specs, axes, recipe_for)
     summary = summarize_variants(rows, variants, strides, axes)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(summary, out / "results.csv")

@@ -28,10 +28,12 @@ from pathlib import Path
 from detector.io import write_json
 
 from .progress import training_progress
+from .recipe import ROOT_FLAG, recipe_problem
 from .runs import (
     EVAL_STAMP_FIELDS,
     TIMING_FIELDS,
     RunDir,
+    RunSpec,
     read_checked,
     read_json,
     warn_file,
@@ -56,6 +58,15 @@ def _base_roi_options(config_args: tuple[str, ...], overrides: tuple[str, ...]) 
     from detector.cli import read_train_config
 
     return dict(read_train_config([*config_args, *overrides]).model.detector.roi_options or {})
+
+
+def train_recipe(spec: RunSpec, config_args: list[str], overrides: list[str]) -> list[str]:
+    """The flags of `spec`'s train.py command that decide its result (:mod:`.recipe`): the
+    configs, the overrides, the grid axes, the variant's op and options, stride and seeds."""
+    roi_options = {**base_roi_options(config_args, overrides), **spec.roi_axis_options()}
+    return [*config_args, *overrides, *spec.axis_flags(), *spec.variant.train_flags(roi_options),
+            "--model.detector.stride", str(spec.stride), "--seed_everything", str(spec.seed),
+            "--data.seed", str(spec.seed)]
 
 
 def eval_flags(overrides: list[str]) -> list[str]:
@@ -222,11 +233,8 @@ def train(run: RunDir, config_args: list[str], overrides: list[str], commands: C
         run.train_marker.unlink(missing_ok=True)
     spec = run.spec
     resume = run.latest_checkpoint()
-    roi_options = {**base_roi_options(config_args, overrides), **spec.roi_axis_options()}
-    cmd = [*commands.train, "fit", *config_args, *overrides, *spec.axis_flags(),
-           *spec.variant.train_flags(roi_options),
-           "--model.detector.stride", str(spec.stride), "--seed_everything", str(spec.seed),
-           "--data.seed", str(spec.seed), "--trainer.default_root_dir", str(run.train_dir)]
+    cmd = [*commands.train, "fit", *train_recipe(spec, config_args, overrides),
+           ROOT_FLAG, str(run.train_dir)]
     if resume is not None:
         cmd += ["--ckpt_path", str(resume)]
     echo(f"[{spec.name}] {'resuming from ' + str(resume) if resume else 'training'} (log: {run.train_log})")
@@ -313,7 +321,16 @@ def time_inference(run: RunDir, checkpoint: str, images: int, eval_flags: list[s
 
 def execute(run: RunDir, config_args: list[str], overrides: list[str], commands: Commands,
             timing_images: int = 20, echo=print) -> tuple[dict, bool]:
-    """Bring one run to completion; return ``(run.json content, skipped)``."""
+    """Bring one run to completion; return ``(run.json content, skipped)``.
+
+    Raises RunFailed, touching nothing, when the run folder holds a run of another command
+    (:mod:`.recipe`): skipping it would report its numbers under this command, resuming it
+    would mix two recipes in one model.
+    """
+    problem = recipe_problem(run.path, train_recipe(run.spec, config_args, overrides))
+    if problem:
+        raise RunFailed(f"run {run.spec.name} in {run.path} {problem}. Its files are kept: give this command "
+                        f"another --out, or delete {run.path} to train this run again with it")
     rec = run.record()
     if rec is not None:
         if "verified" not in read_json(run.marker):  # an older run.json, verified just now: keep the proof
