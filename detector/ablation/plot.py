@@ -70,18 +70,12 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
         ax.set(title=f"{block}: box AP (bars: mean ± std, dots: seeds)", ylabel="AP [%]")
 
         ax = ax_row[1]
-        others = [s for s in ss if s["variant"] != REFERENCE]
-        width = 0.8 / max(len(others), 1)
-        for j, s in enumerate(others):
-            deltas = [_nan0(s[f"{m}_delta"]) for m in METRICS]
-            ax.bar(np.arange(len(METRICS)) + (j - (len(others) - 1) / 2) * width, deltas, width,
-                   color=_color(s["variant"]), alpha=0.85, edgecolor="k", lw=0.3,
-                   hatch="//" if s["variant"].endswith("_max") else None, label=s["label"])
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(METRICS)), METRICS)
-        ax.set(title=f"{block}: difference to RoIPool (mean over seeds)", ylabel="Δ AP [points]")
-        if others:
-            ax.legend(fontsize=7)
+        if any(s["variant"] == REFERENCE for s in ss):
+            _draw_deltas(ax, block, [s for s in ss if s["variant"] != REFERENCE])
+        else:  # no RoIPool trained in this block: bars of 0 would read as "no difference"
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{block}: no RoIPool runs,\nno difference to show", ha="center", va="center",
+                    transform=ax.transAxes)
 
         ax = ax_row[2]
         train = [_nan0(s["train_time_min_mean"]) for s in ss]
@@ -94,6 +88,21 @@ def plot_ablation(summary: list[dict], rows: list[dict]) -> Figure:
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_title(f"{block}: cost (gray: train, brown: inference)")
     return fig
+
+
+def _draw_deltas(ax, block: str, others: list[dict]) -> None:
+    """Grouped bars: each variant's Δ to RoIPool per metric (NaN drawn as 0, e.g. APl without large objects)."""
+    width = 0.8 / max(len(others), 1)
+    for j, s in enumerate(others):
+        deltas = [_nan0(s[f"{m}_delta"]) for m in METRICS]
+        ax.bar(np.arange(len(METRICS)) + (j - (len(others) - 1) / 2) * width, deltas, width,
+               color=_color(s["variant"]), alpha=0.85, edgecolor="k", lw=0.3,
+               hatch="//" if s["variant"].endswith("_max") else None, label=s["label"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(METRICS)), METRICS)
+    ax.set(title=f"{block}: difference to RoIPool (mean over seeds)", ylabel="Δ AP [points]")
+    if others:
+        ax.legend(fontsize=7)
 
 
 def plot_ap_vs_iou_variants(summary: list[dict]) -> Figure:

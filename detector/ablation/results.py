@@ -129,6 +129,11 @@ def mean_std(values) -> tuple[float, float]:
     return mu, sd
 
 
+def _n_finite(rows: list[dict], metric: str) -> int:
+    """How many of ``rows`` measured ``metric`` (a finite value): the n that `mean_std` averaged."""
+    return sum(1 for r in rows if r.get(metric) is not None and math.isfinite(float(r[metric])))
+
+
 def beyond_spread(delta: float, sd_a: float, n_a: int, sd_b: float, n_b: int):
     """The module doc's rule: True / False, or None when there is no spread to judge against."""
     if n_a < 2 or n_b < 2 or not all(math.isfinite(x) for x in (delta, sd_a, sd_b)):
@@ -166,11 +171,17 @@ def summarize_variants(rows: list[dict], variants: list[Variant], strides: list[
                  "runs": " ".join(r["name"] for r in g)}
             for m in metrics + list(TIME_FIELDS):
                 s[f"{m}_mean"], s[f"{m}_std"] = mean_std(r.get(m) for r in g)
+            # Δ is a difference of means; it compares like with like only when both sides averaged
+            # the same seeds (a missing run, or a metric COCOeval could not compute, breaks that)
+            s["seeds_match_reference"] = (v.name == REFERENCE or not ref
+                                          or sorted(r["seed"] for r in g) == sorted(r["seed"] for r in ref))
             for m in metrics:
                 if ref and v.name != REFERENCE:
                     ref_mean, ref_std = mean_std(r.get(m) for r in ref)
                     s[f"{m}_delta"] = s[f"{m}_mean"] - ref_mean
-                    s[f"{m}_beyond_spread"] = beyond_spread(s[f"{m}_delta"], s[f"{m}_std"], len(g), ref_std, len(ref))
+                    # n of the rule = the seeds that measured the metric, as mean_std averaged them
+                    s[f"{m}_beyond_spread"] = beyond_spread(s[f"{m}_delta"], s[f"{m}_std"], _n_finite(g, m),
+                                                            ref_std, _n_finite(ref, m))
                 else:
                     s[f"{m}_delta"], s[f"{m}_beyond_spread"] = (0.0 if v.name == REFERENCE else math.nan), None
             for c in ANALYSIS_COLUMNS:  # appended after today's columns
@@ -203,7 +214,8 @@ def _delta(s: dict, m: str) -> str:
     if not math.isfinite(d):
         return "-"
     verdict = {True: "yes", False: "no", None: "n/a"}[beyond]
-    return f"{d:+.1f} ({verdict})"
+    shown = "0.0" if round(d, 1) == 0 else f"{d:+.1f}"  # never "-0.0" or "+0.0"
+    return f"{shown}{'' if s.get('seeds_match_reference', True) else ' †'} ({verdict})"
 
 
 def markdown(summary: list[dict], missing: list[str], command: str | None = None, machine: str | None = None,
@@ -247,6 +259,13 @@ def markdown(summary: list[dict], missing: list[str], command: str | None = None
             row["Δ loc share vs RoIPool (beyond spread?)"] = _delta(s, "loc_share")
             iou_rows.append(row)
         text += markdown_table(iou_rows)
+    unmatched = [s for s in summary if not s.get("seeds_match_reference", True)]
+    if unmatched:
+        ref_seeds = {(s["stride"], s["block"]): s["seeds"] for s in summary if s["variant"] == REFERENCE}
+        text += ("\n† Δ over different seeds (a run missing on one side): "
+                 + "; ".join(f"{s['label']} ({s['block']}) seeds {s['seeds']}, RoIPool seeds "
+                             f"{ref_seeds.get((s['stride'], s['block']), '-')}" for s in unmatched)
+                 + ". Seed-to-seed differences are then part of Δ; complete the missing runs for a matched Δ.\n")
     if missing:
         text += f"\nMissing (not completed): {', '.join(missing)}\n"
     if at_stake:

@@ -27,7 +27,8 @@ def format_value(v, digits: int = 3) -> str:
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
                    headers: Sequence[str] | None = None, digits: int = 3) -> str:
     """GitHub-flavoured Markdown table of ``rows`` (``columns`` default: the first row's keys)."""
-    columns = list(columns or (rows[0].keys() if rows else []))
+    # every row's keys, in first-seen order: rows of different runs may carry different columns
+    columns = list(columns or dict.fromkeys(k for r in rows for k in r))
     headers = list(headers or columns)
     if len(headers) != len(columns):
         raise ValueError(f"headers ({len(headers)}) and columns ({len(columns)}) differ in length")
@@ -48,7 +49,8 @@ def _jsonable(v):
 def write_csv(rows: Iterable[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
     """CSV with a header row; floats at full precision (the table is data, not display)."""
     rows = list(rows)
-    columns = list(columns or (rows[0].keys() if rows else []))
+    # every row's keys, in first-seen order: rows of different runs may carry different columns
+    columns = list(columns or dict.fromkeys(k for r in rows for k in r))
     path = Path(path)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
