@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
@@ -27,6 +28,7 @@ from torchvision import tv_tensors
 
 from detector.data.check import (
     FULL_CHECK_MAX_IMAGES,
+    KINDS,
     DatasetError,
     Issue,
     check_coco,
@@ -34,7 +36,7 @@ from detector.data.check import (
     load_coco_json,
 )
 from detector.data.columns import AnnotationColumns, int_ids
-from detector.data.images import load_rgb, safe_image_path
+from detector.data.images import SWAPS_WIDTH_AND_HEIGHT, exif_orientation, load_rgb, safe_image_path
 from detector.data.store import AnnotationStore
 
 # Checker warnings the dataset repeats at construction; "tiny-box" is reported by the loader itself (once).
@@ -70,7 +72,11 @@ class CocoDetection(Dataset):
       and any amount past the right / bottom border, each counted in one warning); those under
       1 px wide or high after clipping are dropped and counted in one warning per dataset;
     - segmentations are read (and checked) only when ``masks=True``;
-    - images without (remaining) annotations are kept as negatives unless ``drop_empty``.
+    - images without (remaining) annotations are kept as negatives unless ``drop_empty``;
+    - an image whose decoded (upright) size is not the JSON's ``width`` x ``height`` raises a
+      :class:`~detector.data.check.DatasetError` naming the file and both sizes when it is read,
+      whatever ``check`` says: its boxes would sit on the wrong pixels (a missing or non-numeric
+      size, possible with ``check=False``, is not compared).
 
     Args:
         images_dir: folder that the JSON's ``file_name`` values are relative to.
@@ -227,6 +233,9 @@ class CocoDetection(Dataset):
                 "epoch, with a warning"
             ) from None
         h, w = array.shape[:2]
+        stated_w, stated_h = store.widths[index], store.heights[index]  # the JSON's (NaN/inf: not stated)
+        if (w != stated_w or h != stated_h) and np.isfinite(stated_w) and np.isfinite(stated_h):
+            raise self._size_mismatch(img_id, path, (w, h), (float(stated_w), float(stated_h)))
         image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())  # (H, W, 3) -> (3, H, W)
         rows = store.target_rows(index)  # (L,)
         boxes = np.clip(store.target_boxes(index), 0.0, [w, h, w, h]).astype(np.float32)  # (L, 4)
@@ -250,6 +259,39 @@ class CocoDetection(Dataset):
             image = image.to(torch.float32).div_(255)
         target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
         return image.as_subclass(torch.Tensor), target
+
+    def _size_mismatch(self, img_id: int, path: Path, size: tuple[int, int],
+                       stated: tuple[float, float]) -> DatasetError:
+        """The error for a decoded image whose ``(width, height)`` is not the JSON's ``stated`` one.
+
+        Why check every item, after the build's check: boxes are in the JSON's frame, so a
+        different decoded size puts them on the wrong pixels and the AP is silently wrong. The
+        build's check cannot see every case: ``check=False``; a header-only check (over
+        :data:`~detector.data.check.FULL_CHECK_MAX_IMAGES` images) of a PNG whose EXIF chunk
+        follows its pixels (turned only when decoded); a file replaced after the build, or with its
+        size and mtime kept, which the header cache trusts. The test costs two comparisons of a
+        size known after decoding anyway; only this error path opens the file again, to say
+        whether its EXIF orientation explains the difference.
+        """
+        (w, h), (sw, sh) = size, stated
+        try:
+            with Image.open(path) as im:
+                im.load()  # a PNG's eXIf chunk may follow its pixels, where a header read misses it
+                orientation, (rw, rh) = exif_orientation(im), im.size
+        except Exception:  # noqa: BLE001 - the file just decoded; if it fails now, say less
+            orientation, rw, rh = 1, w, h
+        kind, exif = "size-mismatch", ""
+        if orientation != 1:
+            exif = f" (EXIF orientation {orientation}: raw pixels {rw}x{rh}, turned upright when decoded)"
+            if orientation in SWAPS_WIDTH_AND_HEIGHT and (sw, sh) == (rw, rh):
+                kind = "exif-size-mismatch"
+        return DatasetError(
+            f"{self.annotation_file}: image id {img_id}: the JSON says width={sw:g}, height={sh:g} but {path} "
+            f"decodes to {w}x{h}{exif}, so its boxes would land on the wrong pixels. Fix: {KINDS[kind][2]}; or, if "
+            f"the file was replaced after annotating, put back the image the boxes were drawn on (`python -m "
+            f"detector.data.check --full --images {self.images_dir} --annotations {self.annotation_file}` lists "
+            "every such image)"
+        )
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.images_dir)!r}, {str(self.annotation_file)!r}: {len(self)} images, "

@@ -41,8 +41,9 @@ def _group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(32, channels)
 
 
-# "frozen_bn": fixed affine (fine-tuning); "bn": trained BatchNorm; "gn": GroupNorm(32),
-# batch-independent (training from scratch with a few images per batch).
+# "frozen_bn": fixed affine (fine-tuning); "bn": trained BatchNorm (in the trainable stages:
+# frozen stages get FrozenBatchNorm2d, see `_freeze`); "gn": GroupNorm(32), batch-independent
+# (training from scratch with a few images per batch).
 NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "frozen_bn": FrozenBatchNorm2d,
     "bn": nn.BatchNorm2d,
@@ -89,20 +90,62 @@ class Backbone(nn.Module):
 
 
 def _freeze(stages: list[nn.Module], trainable_layers: int) -> None:
-    """Freeze all but the top `trainable_layers` of `stages` (ordered bottom to top)."""
+    """Freeze all but the top `trainable_layers` of `stages` (ordered bottom to top).
+
+    Frozen means no gradient *and* no state that changes in training: a `BatchNorm2d` in a
+    frozen stage becomes a `FrozenBatchNorm2d` holding the same statistics and affine values
+    (as torchvision's `resnet_fpn_backbone` does), because `requires_grad_(False)` alone leaves
+    its running mean and variance updating on every training-mode forward pass, and normalizes
+    with the batch's statistics instead of the stored ones. The swap happens in place, inside
+    each stage, so the stage objects the caller holds stay valid.
+    """
     for i, stage in enumerate(stages):
-        stage.requires_grad_(i >= len(stages) - trainable_layers)
+        trainable = i >= len(stages) - trainable_layers
+        if not trainable:
+            _freeze_batchnorm(stage)
+        stage.requires_grad_(trainable)
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    """Replace every `nn.BatchNorm2d` below `module` by a `FrozenBatchNorm2d` with its values.
+
+    It computes what the BatchNorm computes in eval mode (up to rounding); the state-dict keys stay the same (weight, bias,
+    running_mean, running_var; `FrozenBatchNorm2d` drops `num_batches_tracked` when loading), so
+    weights files and checkpoints load either way.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):  # torchvision's: affine, tracking statistics, on the CPU at build
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, key).copy_(getattr(child, key))
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorm(child)
+
+
+def _resnet_stages(name: str, weights: str | None, norm: str, trainable_layers: int) -> tuple[nn.Module, list]:
+    """torchvision's ResNet `name` with `weights` loaded and its bottom stages frozen.
+
+    Returns:
+        (net, [stem, layer1, layer2, layer3, layer4]): the stem is `net`'s own conv1, bn1, relu
+        and maxpool in a `nn.Sequential`, so `net` (which `BackboneWithFPN` runs) and the stages
+        share every module.
+    """
+    net = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
+    if weights is not None:
+        load_backbone_weights(net, name, weights)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    stages = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
+    _freeze(stages, trainable_layers)
+    net.bn1 = stem[1]  # a frozen stem's BatchNorm was swapped inside `stem`: `net` must run the same one
+    return net, stages
 
 
 def _resnet(
     name: str, stride: int, weights: str | None, norm: str, trainable_layers: int, out_channels: int | None
 ) -> tuple[Backbone, nn.Module | None]:
-    norm_layer: Callable[..., nn.Module] = NORM_LAYERS[norm]
-    net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
-    if weights is not None:
-        load_backbone_weights(net, name, weights)
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    _freeze([stem, net.layer1, net.layer2, net.layer3, net.layer4], trainable_layers)
+    net, (stem, *_) = _resnet_stages(name, weights, norm, trainable_layers)
     if stride == 32:
         body = nn.Sequential(stem, net.layer1, net.layer2, net.layer3, net.layer4)
         return Backbone(body, BODY_CHANNELS[(name, 32)], 32, out_channels), None
@@ -129,11 +172,7 @@ def build_fpn_backbone(name: str, *, weights: str | None = None, norm: str = "fr
 
     if name not in FPN_IN_CHANNELS:
         raise ValueError(f"fpn needs a ResNet backbone ({sorted(FPN_IN_CHANNELS)}), got {name!r}")
-    net = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
-    if weights is not None:
-        load_backbone_weights(net, name, weights)
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    _freeze([stem, net.layer1, net.layer2, net.layer3, net.layer4], trainable_layers)
+    net, _ = _resnet_stages(name, weights, norm, trainable_layers)
     return_layers = {f"layer{i + 1}": key for i, key in enumerate(FPN_FEATURE_NAMES)}
     return BackboneWithFPN(net, return_layers, list(FPN_IN_CHANNELS[name]), out_channels or 256)
 
@@ -176,6 +215,10 @@ def build_backbone(
         (backbone, c5): `c5` is the ResNet C5 stage (`layer4`) when a ResNet is cut at
         stride 16, to be used as the ROI head (`heads.Res5Head`); None otherwise. Its
         trainability follows `trainable_layers` like any other stage.
+
+    Frozen stages (all but the top `trainable_layers` of stem, C2-C5) take no gradient and,
+    with `norm="bn"`, keep their BatchNorm statistics fixed too (`FrozenBatchNorm2d`), so
+    nothing in them changes while training.
 
     Example:
         >>> backbone, c5 = build_backbone("resnet18", 16)

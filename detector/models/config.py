@@ -86,7 +86,7 @@ class DetectorConfig:
     fine-tuning: statistics of tiny detection batches are too noisy to train), gn at random
     init (a frozen BN is the identity there, and a deep ResNet without normalization
     diverges; GroupNorm(32) does not depend on the batch, so train and eval agree).
-    bn trains BatchNorm statistics. VGG16 has no normalization layers and ignores it."""
+    bn trains BatchNorm statistics in the trainable stages (frozen stages get FrozenBatchNorm2d). VGG16 has no normalization layers and ignores it."""
     trainable_layers: int | None = None
     """Backbone stages trained, counted from the top (0..5). None = 5 (all) at random init,
     3 with pretrained weights (torchvision's default)."""

@@ -112,3 +112,18 @@ def truncate(path: Path, keep: float = 0.8) -> None:
     """Cut a file to ``keep`` of its bytes, as an interrupted download leaves it."""
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+def move_png_exif_after_pixels(path: Path) -> None:
+    """Move a PNG's ``eXIf`` chunk after its pixel data (legal, and what some tools write): a header
+    read then sees no orientation, and only decoding the file finds it."""
+    data = path.read_bytes()
+    chunks, pos = [], 8  # after the signature
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        chunks.append(data[pos:pos + 12 + length])  # length, tag, data, CRC
+        pos += 12 + length
+    exif = [c for c in chunks if c[4:8] == b"eXIf"]
+    assert len(exif) == 1, f"{path} has no single eXIf chunk"
+    rest = [c for c in chunks if c[4:8] != b"eXIf"]
+    path.write_bytes(data[:8] + b"".join(rest[:-1]) + exif[0] + rest[-1])  # ... IDAT, eXIf, IEND

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from data_helpers import messy_coco, png_rgb16, write_coco
+from data_helpers import messy_coco, move_png_exif_after_pixels, png_rgb16, save_with_orientation, write_coco
 from PIL import Image
 from pycocotools.coco import COCO
 
+from detector.data.check import DatasetError
 from detector.data.coco import CocoDetection
 
 # pycocotools 2.0.x under numpy 2 warns inside annToMask; not ours to fix.
@@ -126,6 +128,43 @@ def test_bad_image_at_load_time_names_the_file(tmp_path):
     (images_dir / "c.png").write_bytes(b"broken")
     with pytest.raises(ValueError, match=r"image id 30.*c\.png"):
         ds[2]
+
+
+# ---------------------------------------------------------------- decoded size vs the JSON's width/height
+@pytest.mark.parametrize("kw", [{}, {"check": False}])
+def test_image_whose_size_differs_from_the_json_names_file_sizes_and_fix(tmp_path, kw):
+    """The JSON says c.png is 24x24; the file on disk is 30x20 (replaced after the build, or never checked)."""
+    data, images = messy_coco()
+    images_dir, ann_file = write_coco(tmp_path, data, images)
+    if kw:  # unchecked: the wrong file is there from the start
+        Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(images_dir / "c.png")
+    ds, _ = load(images_dir, ann_file, **kw)
+    if not kw:  # checked at build, then the file is replaced (a sync, a re-export) before it is read
+        Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(images_dir / "c.png")
+    assert ds[0][0].shape == (3, 30, 40) and ds[1][0].shape == (3, 16, 20)  # the others still load
+    with pytest.raises(DatasetError) as caught:
+        ds[2]
+    text = str(caught.value)
+    assert "instances.json: image id 30" in text and str(images_dir / "c.png") in text
+    assert "width=24, height=24" in text and "decodes to 30x20" in text
+    assert "set the image's 'width' and 'height' in the JSON" in text and "put back the image" in text
+
+
+def test_exif_turn_that_only_decoding_finds_is_caught_when_read(tmp_path):
+    """A PNG whose eXIf chunk follows its pixels: the header check sees the raw size, which the JSON
+    states, and passes; decoding turns the image upright, so the boxes' frame no longer fits."""
+    data, images = messy_coco()
+    images_dir, ann_file = write_coco(tmp_path, data, images)
+    upright = np.zeros((30, 40, 3), dtype=np.uint8)  # image 10 is 40x30 as displayed...
+    save_with_orientation(images_dir / "a.png", upright, 6)  # ...stored 30 wide, 40 high, orientation 6
+    move_png_exif_after_pixels(images_dir / "a.png")
+    data["images"][0].update(width=30, height=40)  # the raw grid, as EXIF-unaware tools report it
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 10]
+    ann_file.write_text(json.dumps(data))
+    ds, _ = load(images_dir, ann_file, full_check=False)  # headers only, as over 2000 images
+    with pytest.raises(DatasetError, match=r"image id 10: the JSON says width=30, height=40 but .*a\.png decodes "
+                                           r"to 40x30 \(EXIF orientation 6: raw pixels 30x40.*swap the image's"):
+        ds[0]
 
 
 def test_transforms_receive_tv_tensors_and_outputs_are_plain_tensors(messy):

@@ -8,6 +8,7 @@ import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detector.models import DetectorConfig, build_backbone, build_detector
+from detector.models.backbones import build_fpn_backbone
 
 CASES = [
     ("vgg16", 32, 512),
@@ -49,6 +50,58 @@ def test_reduction_and_frozen_stages():
     assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
     vgg, _ = build_backbone("vgg16", 32, trainable_layers=0)
     assert not any(p.requires_grad for p in vgg.body.parameters())
+
+
+def _norm_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every norm layer's tensors below `module` (weight, bias, running statistics)."""
+    return {f"{name}.{key}": value.detach().clone() for name, m in module.named_modules()
+            if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d))
+            for key, value in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]}
+
+
+def test_bn_in_frozen_stages_keeps_its_statistics_in_training():
+    """norm=bn, trainable_layers=2: stem, C2 and C3 are frozen, so a training-mode forward pass must
+    leave their BatchNorm bitwise as it was (requires_grad_(False) alone did not: running statistics
+    updated), while C4 and the C5 head keep training their BatchNorm."""
+    torch.manual_seed(0)
+    backbone, c5 = build_backbone("resnet18", 16, norm="bn", trainable_layers=2)
+    stem, layer1, layer2, layer3 = backbone.body
+    frozen, trained = (stem, layer1, layer2), (layer3, c5)
+    before = [_norm_state(m) for m in (*frozen, *trained)]
+    assert all(before) and not any(p.requires_grad for m in frozen for p in m.parameters())
+    backbone.train()
+    c5.train()
+    c5(backbone(torch.randn(2, 3, 64, 64) * 3 + 1))
+    after = [_norm_state(m) for m in (*frozen, *trained)]
+    for old, new in zip(before[:3], after[:3]):
+        assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    for old, new in zip(before[3:], after[3:]):
+        running = [k for k in old if k.endswith("running_mean")]
+        assert running and all(not torch.equal(old[k], new[k]) for k in running)
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for m in (layer3[0].bn1, c5[0].bn1))
+
+
+def test_frozen_bn_keeps_the_loaded_statistics_and_the_eval_output(tmp_path):
+    """Freezing swaps BatchNorm for FrozenBatchNorm2d with the same values: the eval-mode function
+    is unchanged, and a weights file's statistics survive, in the plain and the FPN backbone."""
+    reference = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        for i, m in enumerate(m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            m.running_mean.normal_(0, 0.1, generator=torch.Generator().manual_seed(i))
+            m.running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(100 + i))
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    weights = str(tmp_path / "resnet18.pth")
+    trained, _ = build_backbone("resnet18", 32, weights=weights, norm="bn", trainable_layers=5)
+    frozen, _ = build_backbone("resnet18", 32, weights=weights, norm="bn", trainable_layers=0)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    torch.testing.assert_close(frozen.body[1][0].bn1.running_var, reference.layer1[0].bn1.running_var, rtol=0, atol=0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen.eval()(x), trained.eval()(x), rtol=1e-4, atol=1e-5)
+    fpn = build_fpn_backbone("resnet18", weights=weights, norm="bn", trainable_layers=3)
+    assert isinstance(fpn.body.bn1, FrozenBatchNorm2d) and isinstance(fpn.body.layer1[0].bn1, FrozenBatchNorm2d)
+    assert isinstance(fpn.body.layer2[0].bn1, torch.nn.BatchNorm2d)
+    torch.testing.assert_close(fpn.body.bn1.running_mean, reference.bn1.running_mean, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
