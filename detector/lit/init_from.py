@@ -4,19 +4,38 @@
 `detector.models.transfer.transfer_weights` (non-strict: matching name and shape). Accepted:
 
 - a checkpoint of ours (``train.py``'s ``.ckpt``, format 1 or 2): its ``state_dict`` under
-  ``model.``; its backbone is read from its hyperparameters (`detector.checkpointing.module_hparams`);
+  ``model.``; its backbone and ``fpn`` are read from its hyperparameters
+  (`detector.checkpointing.module_hparams`), its category table from ``checkpoint["detector"]``;
 - a torchvision detection state dict (``torch.save(fasterrcnn_resnet50_fpn(...).state_dict())``,
   or wrapped as ``{"model": ...}`` / ``{"state_dict": ...}`` as torchvision's reference scripts
-  save it); its ResNet keys are renamed to ours (`detector.models.transfer.torchvision_to_ours`);
+  save it); for a single-level model its ResNet keys are renamed to ours
+  (`detector.models.transfer.torchvision_to_ours`); an FPN model has torchvision's layout itself;
 - our network's own state dict (``module.model.state_dict()``, or the module's, ``model.``-prefixed).
 
+FPN. A model with ``model.detector.fpn: true`` takes a file of the same layout (an FPN
+checkpoint of ours, a torchvision FPN detector). A checkpoint of ours whose ``fpn`` differs from
+the model's, and a single-level state dict into an FPN model, are refused: almost nothing would
+load. A torchvision FPN *state dict* into a single-level model stays accepted (its ResNet loads,
+its pyramid is reported unused): that is how torchvision's detectors are fine-tuned here.
+
+Categories. Label ``i`` of the class-specific predictor (`detector.models.transfer.CLASS_SPECIFIC`)
+means the ``i``-th category of the file's table. When the class counts match, the file's table and
+this run's (``category_ids`` / ``category_names``) are compared: the same categories load; the same
+names in another order (or under other ids) load with the rows moved to follow the names; other
+categories are re-initialised with an `InitFromWarning`. When either table is unknown (a state
+dict, a checkpoint saved without one, no table given) the rows load as before, with a warning that
+they could not be compared.
+
 Read with ``torch.load(weights_only=True)`` (`detector.checkpointing.load_checkpoint`); a local
-file only, never a download. Every problem is an `InitFromError` naming ``model.init_from``.
+file only, never a download. Every refusal is an `InitFromError` naming ``model.init_from``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,19 +49,39 @@ from detector.models.transfer import (
     describe_backbone,
     is_torchvision_layout,
     match_stride,
+    num_classes_of,
+    permute_classes,
     torchvision_to_ours,
     transfer_weights,
 )
 
 KEY = "model.init_from"
+#: A category table in label order: ``[(category id, name or None), ...]`` (label ``i`` is entry ``i - 1``).
+Table = list[tuple[int, str | None]]
 
 
 class InitFromError(ValueError):
     """``model.init_from`` names no usable file; the message names the key, the file and the fix."""
 
 
-def read_init_state(path: str, stride: int) -> tuple[dict[str, torch.Tensor], str, str]:
-    """``(state dict in our key names, what the file is, its backbone)`` of `path`."""
+class InitFromWarning(UserWarning):
+    """``model.init_from`` loaded, but the class-specific rows deserve a look (categories differ or unknown)."""
+
+
+@dataclass
+class InitSource:
+    """What `read_init_state` found in a file."""
+
+    state: dict[str, torch.Tensor]  #: in our key names (torchvision's layout kept for an FPN model)
+    kind: str  #: what the file is, for the printed line
+    backbone: str  #: its backbone, as `describe_backbone` words it
+    fpn: bool  #: its network has a feature pyramid
+    checkpoint: bool  #: a train.py checkpoint (its ``fpn`` read from its hyperparameters, not guessed)
+    categories: Table | None  #: its category table; None when the file stores none
+
+
+def read_init_state(path: str, stride: int, fpn: bool = False) -> InitSource:
+    """The weights of `path` in the key names of a model of `stride` / `fpn`, and what the file says about them."""
     where = f"{KEY}={path!r}"
     if not os.path.isfile(path):
         raise InitFromError(f"{where}: no such file (a local .ckpt of train.py or a torchvision detection "
@@ -57,8 +96,11 @@ def read_init_state(path: str, stride: int) -> tuple[dict[str, torch.Tensor], st
         except ValueError as err:
             raise InitFromError(str(err)) from None
         state = {k[len(MODEL_PREFIX):]: v for k, v in data["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-        backbone = f"{detector.get('backbone')} stride {detector.get('stride')}"
-        return state, f"checkpoint of ours ({int(detector.get('num_classes', 0))} classes)", backbone
+        source_fpn = bool(detector.get("fpn", False))  # format 1 predates fpn: single-level
+        backbone = f"{detector.get('backbone')} stride {detector.get('stride')}{' + FPN' if source_fpn else ''}"
+        record = data[DETECTOR_KEY] or {}
+        return InitSource(state, f"checkpoint of ours ({int(detector.get('num_classes', 0))} classes)", backbone,
+                          source_fpn, True, _table(record.get("category_ids"), record.get("category_names")))
     if len(data) == 1 and next(iter(data)) in ("model", "state_dict") and isinstance(next(iter(data.values())), dict):
         data = next(iter(data.values()))  # torchvision's references save {"model": state_dict, ...}
     if not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -66,35 +108,156 @@ def read_init_state(path: str, stride: int) -> tuple[dict[str, torch.Tensor], st
                             f"tensors); its keys: {sorted(map(str, data))[:6]}")
     if all(k.startswith(MODEL_PREFIX) for k in data):  # DetectorModule.state_dict()
         data = {k[len(MODEL_PREFIX):]: v for k, v in data.items()}
+    source_fpn = any(k.startswith("backbone.fpn.") for k in data)
     if is_torchvision_layout(data):
         # described at stride 32: torchvision's ResNet detectors keep layer4 in the backbone
-        return torchvision_to_ours(data, stride), "torchvision detection state dict", describe_backbone(
-            torchvision_to_ours(data, 32))
-    return dict(data), "state dict", describe_backbone(data)
+        backbone = describe_backbone(torchvision_to_ours(data, 32))
+        state = dict(data) if fpn else torchvision_to_ours(data, stride)  # an FPN model has this layout
+        return InitSource(state, "torchvision detection state dict", backbone, source_fpn, False, None)
+    return InitSource(dict(data), "state dict", describe_backbone(data), source_fpn, False, None)
 
 
-def init_from(model: nn.Module, config: DetectorConfig, path: str) -> tuple[TransferReport, str]:
+def init_from(model: nn.Module, config: DetectorConfig, path: str, *, category_ids: Sequence[int] | None = None,
+              category_names: Sequence[str] | None = None) -> tuple[TransferReport, str]:
     """Load what fits of `path` into `model` (see the module doc); ``(report, printable text)``.
 
+    Args:
+        model, config: the freshly built detector and its `DetectorConfig`.
+        path: the file (``model.init_from``).
+        category_ids, category_names: this run's category table (label ``i`` is ``category_ids[i - 1]``,
+            as `DetectorModule` keeps it); None when unknown: the class rows then load uncompared.
+
     Raises:
-        InitFromError: missing or unreadable file, not a state dict, or another backbone.
+        InitFromError: missing or unreadable file, not a state dict, another backbone, or another
+            ``fpn`` than the model's (see the module doc).
+
+    Warns:
+        InitFromWarning: the class counts match but the categories differ (the class rows are
+            re-initialised) or could not be compared (they load as they are).
     """
-    state, kind, source_backbone = read_init_state(os.fspath(path), config.stride)
-    state = match_stride(state, config.stride)  # a ResNet's C5: backbone at stride 32, box head at 16
-    model_backbone = f"{config.backbone} stride {config.stride}"
+    path = os.fspath(path)
+    where = f"{KEY}={path!r}"
+    source = read_init_state(path, config.stride, config.fpn)
+    model_backbone = f"{config.backbone} stride {config.stride}{' + FPN' if config.fpn else ''}"
+    if source.fpn != config.fpn and (source.checkpoint or config.fpn):
+        raise InitFromError(_fpn_message(where, source, model_backbone, config.fpn))
+    state = match_stride(source.state, config.stride)  # a ResNet's C5: backbone at stride 32, box head at 16
+    reinit, classes = False, ""
+    if num_classes_of(state) == config.num_classes:
+        state, reinit, classes = _match_categories(state, source.categories, _table(category_ids, category_names),
+                                                   where, source.checkpoint)
     try:
-        report = transfer_weights(model, state, source=f"{KEY}={path!r}", source_backbone=source_backbone,
-                                  model_backbone=model_backbone)
+        report = transfer_weights(model, state, source=where, source_backbone=source.backbone,
+                                  model_backbone=model_backbone, reinit_classes=reinit)
     except BackboneMismatch as err:
         raise InitFromError(str(err)) from None
-    classes = ""
     if report.source_classes is not None and report.source_classes != report.model_classes:
         classes = (f"; {report.source_classes} -> {report.model_classes} classes: the class-specific "
                    "predictor is re-initialised")
-    text = (f"{KEY}: {path} ({kind}, {source_backbone}) -> model ({model_backbone}){classes}\n"
+    text = (f"{KEY}: {path} ({source.kind}, {source.backbone}) -> model ({model_backbone}){classes}\n"
             f"{report.table()}")
     if any(k.endswith("running_mean") for k in state) and not any(k.endswith("running_mean") for k in model.state_dict()):
         text += (f"\nnote: the file's norm layers are BatchNorm, the model's are not (model.detector.norm="
                  f"{config.resolved_norm}): only their affine weights loaded; set model.detector.norm: frozen_bn "
                  "to keep the file's statistics")
     return report, text
+
+
+def _table(ids: Sequence[int] | None, names: Sequence[str] | None) -> Table | None:
+    if ids is None:
+        return None
+    ids = [int(i) for i in ids]
+    named = names is not None and len(names) == len(ids)
+    return list(zip(ids, [str(n) for n in names] if named else [None] * len(ids)))
+
+
+def class_order(source: Table, model: Table) -> list[int] | None:
+    """The file's label for each of the model's labels (``[0, ...]``, background first), or None
+    when the two tables hold other categories.
+
+    A category is known by its name where both tables name every category, uniquely: the same
+    names in another order, or under other ids (a renumbered copy of a dataset), still match.
+    Where a side has no names, the ids must be equal, in order; where names repeat, the whole
+    tables must be (ids and names).
+
+    Example:
+        >>> class_order([(1, "cat"), (2, "dog")], [(1, "dog"), (2, "cat")])
+        [0, 2, 1]
+        >>> class_order([(1, "cat"), (2, "dog")], [(1, "car"), (2, "bus")]) is None
+        True
+    """
+    if len(source) != len(model):
+        return None
+    same = list(range(len(model) + 1))
+    source_names, model_names = [n for _, n in source], [n for _, n in model]
+    if None in source_names + model_names:
+        return same if [i for i, _ in source] == [i for i, _ in model] else None
+    if len(set(source_names)) == len(source_names):
+        if sorted(source_names) != sorted(model_names):
+            return None
+        return [0] + [source_names.index(name) + 1 for name in model_names]
+    return same if source == model else None
+
+
+def _match_categories(state: dict[str, torch.Tensor], source: Table | None, model: Table | None, where: str,
+                      checkpoint: bool) -> tuple[dict[str, torch.Tensor], bool, str]:
+    """``(state, re-initialise the class rows?, clause for the printed line)`` for equal class counts."""
+    if source is None or model is None:
+        why = ("this run's category table was not given (no datamodule with category_ids)" if model is None else
+               "the file stores no category table" + (" (a checkpoint saved without a datamodule that has "
+                                                      "category_ids)" if checkpoint else " (a state dict)"))
+        warnings.warn(
+            f"{where}: the categories could not be compared: {why}. The class counts match, so the class-specific "
+            "predictor loads as it is: label i keeps the category the file learned for label i. If this run's "
+            "categories are other ones, or in another order, those rows score the wrong classes: fine-tune from a "
+            "train.py checkpoint (it stores its category table), or check that the data's categories are the file's, "
+            "in the same order", InitFromWarning, stacklevel=3)
+        return state, False, "; categories not compared (no table): the class-specific predictor loaded as is"
+    order = class_order(source, model)
+    if order is None:
+        differences = _differences(source, model)
+        warnings.warn(
+            f"{where}: the file's categories differ from this run's ({differences}), so its class-specific predictor "
+            "(box_predictor.cls_score / bbox_pred, mask_predictor.mask_fcn_logits) is re-initialised, not loaded: "
+            "otherwise label i would score this run's category i with the weights learned for the file's. Nothing to "
+            "do to fine-tune on the new categories; to reuse the file's class weights, train on data with its "
+            f"category table ({_examples(source)})", InitFromWarning, stacklevel=3)
+        return state, True, f"; categories differ ({differences}): the class-specific predictor is re-initialised"
+    if order == sorted(order):
+        same = [i for i, _ in source] == [i for i, _ in model]
+        return state, False, "" if same else "; other category ids, same names: the class rows loaded by name"
+    moved = [f"{model[j - 1][1]!r} {order[j]} -> {j}" for j in range(1, len(order)) if order[j] != j]
+    return (permute_classes(state, order), False,
+            f"; same categories in another order: the class rows follow the names (file label -> label: "
+            f"{', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''})")
+
+
+def _examples(table: Table, limit: int = 3) -> str:
+    shown = ", ".join(f"{i} {n!r}" if n is not None else str(i) for i, n in table[:limit])
+    return shown + (f", ... ({len(table)} in all)" if len(table) > limit else "")
+
+
+def _differences(source: Table, model: Table) -> str:
+    """The first few differences, e.g. ``same id, other name: 1 'cat' -> 'car', 2 'dog' -> 'bus'``."""
+    ours, theirs = dict(source), dict(model)
+    renamed = [(i, n) for i, n in source if i in theirs and None not in (n, theirs[i]) and theirs[i] != n]
+    parts = [
+        ("only in the file", [(i, n) for i, n in source if i not in theirs]),
+        ("only in this run", [(i, n) for i, n in model if i not in ours]),
+    ]
+    text = [f"{label}: {_examples(rows)}" for label, rows in parts if rows]
+    if renamed:
+        shown = ", ".join(f"{i} {n!r} -> {theirs[i]!r}" for i, n in renamed[:3])
+        text.append(f"same id, other name: {shown}{', ...' if len(renamed) > 3 else ''}")
+    return "; ".join(text) or f"the same categories in another order: file {_examples(source)}; this run {_examples(model)}"
+
+
+def _fpn_message(where: str, source: InitSource, model_backbone: str, model_fpn: bool) -> str:
+    def layout(fpn: bool) -> str:
+        return "a feature pyramid (fpn: true)" if fpn else "one feature map (fpn: false)"
+
+    return (f"{where}: the file ({source.kind}, {source.backbone}) has {layout(source.fpn)}, the model ({model_backbone}) "
+            f"{layout(model_fpn)}: model.detector.fpn differs, and the backbone, RPN and box head of the two are laid "
+            "out differently, so almost nothing would load. Fix: set model.detector.fpn: "
+            f"{str(source.fpn).lower()} (as the file was trained), or init_from a file of a model with "
+            f"model.detector.fpn: {str(model_fpn).lower()}")

@@ -173,7 +173,9 @@ class DetectorModule(pl.LightningModule):
             text = (f"model.init_from={self.hparams.init_from!r} not applied: the weights come from "
                     f"ckpt_path={resumed!r}")
         else:
-            self.init_from_report, text = init_from(self.model, self.detector_config, self.hparams.init_from)
+            self.init_from_report, text = init_from(self.model, self.detector_config, self.hparams.init_from,
+                                                    category_ids=self.category_ids,
+                                                    category_names=self.category_names)
         if self._trainer is None or self.trainer.is_global_zero:
             print(text, flush=True)
 

@@ -9,7 +9,8 @@ match one of `model`'s, leaves the rest at the model's fresh initialisation, and
   kept at its fresh init;
 - ``re-initialised``: the class-specific predictor (``box_predictor.cls_score``,
   ``box_predictor.bbox_pred``, ``mask_predictor.mask_fcn_logits``) when the file was trained
-  for another class count: kept at its fresh init on purpose (the usual fine-tuning recipe);
+  for another class count, or (``reinit_classes=True``) for other categories of the same
+  count: kept at its fresh init on purpose (the usual fine-tuning recipe);
 - ``missing``: no tensor of that name in the file (e.g. our 1x1 ``backbone.reduce``);
 - ``unused``: tensors of the file with no counterpart in the model (e.g. torchvision's FPN).
 
@@ -19,18 +20,20 @@ torchvision's ResNet detectors (``fasterrcnn_resnet50_fpn[_v2]``, ``maskrcnn_res
 ``keypointrcnn_resnet50_fpn`` ...) keep the ResNet as ``backbone.body.{conv1,bn1,layer1..4}``
 (IntermediateLayerGetter); ours is ``backbone.body.{0.0,0.1,1..4}`` (stem, stages), and at
 stride 16 ``layer4`` is our box head (``roi_heads.box_head.c5``). `torchvision_to_ours` renames
-those; ``backbone.fpn.*`` has no counterpart (FPN levels: we use one feature map). Their RPN
-head has 3 anchors per location where ours has sizes x ratios (usually 15), their box head
-is ``fc6`` from 256 x 7 x 7: both load only where our config has the same shapes
-(``out_channels: 256``, ``representation_size: 1024``, 3 anchors). A MobileNet detector
-(``fasterrcnn_mobilenet_v3_large_fpn``) has no backbone of ours to map to: refused (see
-`BackboneMismatch`).
+those; ``backbone.fpn.*`` has no counterpart in a single-level model. Their RPN head has 3
+anchors per location where ours has sizes x ratios (usually 15), their box head is ``fc6``
+from 256 x 7 x 7: both load only where our config has the same shapes (``out_channels: 256``,
+``representation_size: 1024``, 3 anchors). Our FPN model (``fpn: true``) is built from
+torchvision's own parts (`BackboneWithFPN`, one anchor size per level), so its keys *are*
+torchvision's layout: nothing is renamed for it (the caller decides; see `torchvision_to_ours`).
+A MobileNet detector (``fasterrcnn_mobilenet_v3_large_fpn``) has no backbone of ours to map to:
+refused (see `BackboneMismatch`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -64,7 +67,8 @@ def group_of(key: str) -> str:
 
 
 def torchvision_to_ours(state: Mapping[str, torch.Tensor], stride: int) -> dict[str, torch.Tensor]:
-    """torchvision detection keys renamed to ours (see the module doc); other keys unchanged.
+    """torchvision detection keys renamed to our single-level layout (see the module doc); other
+    keys unchanged. Not for a model with ``fpn: true``: its keys already are torchvision's.
 
     Example:
         >>> sorted(torchvision_to_ours({"backbone.body.layer4.0.conv1.weight": torch.zeros(1)}, stride=16))
@@ -144,9 +148,43 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def _num_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+def num_classes_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count (background included) of a state dict in our key names; None without a box predictor."""
     weight = state.get("roi_heads.box_predictor.cls_score.weight")
     return None if weight is None else int(weight.shape[0])
+
+
+def permute_classes(state: Mapping[str, torch.Tensor], order: Sequence[int]) -> dict[str, torch.Tensor]:
+    """`state` with the class-specific rows (`CLASS_SPECIFIC`) reordered: the result's label ``j``
+    holds the file's label ``order[j]`` (``order[0] == 0``: background stays first); other tensors
+    unchanged. Why: a checkpoint whose categories are this run's in another order keeps each
+    category's weights when its rows follow the category, not the label number.
+
+    A tensor of ``K * m`` rows (``K = len(order)``) moves in blocks of ``m``: ``m = 1`` for the
+    class scores and mask logits, ``m = 4`` for ``bbox_pred`` (``dx, dy, dw, dh`` per class).
+
+    Example:
+        >>> state = {"roi_heads.box_predictor.cls_score.bias": torch.tensor([0.0, 1.0, 2.0]),
+        ...          "roi_heads.box_predictor.bbox_pred.bias": torch.arange(12.0)}
+        >>> out = permute_classes(state, [0, 2, 1])
+        >>> out["roi_heads.box_predictor.cls_score.bias"]
+        tensor([0., 2., 1.])
+        >>> out["roi_heads.box_predictor.bbox_pred.bias"].tolist()[4:]
+        [8.0, 9.0, 10.0, 11.0, 4.0, 5.0, 6.0, 7.0]
+    """
+    order = [int(i) for i in order]
+    if order[:1] != [0] or sorted(order) != list(range(len(order))):
+        raise ValueError(f"order={order} must be a permutation of 0..{len(order) - 1} starting with 0 (background)")
+    index = torch.tensor(order)
+    out = dict(state)
+    for key, value in state.items():
+        if not key.startswith(CLASS_SPECIFIC):
+            continue
+        if value.shape[0] % len(order):
+            raise ValueError(f"{key} has {value.shape[0]} rows, not a multiple of the {len(order)} classes of order")
+        blocks = value.reshape(len(order), -1, *value.shape[1:])  # (K*m, ...) -> (K, m, ...)
+        out[key] = blocks[index].reshape(value.shape)  # (K, m, ...) -> (K*m, ...)
+    return out
 
 
 def architecture(description: str) -> str | None:
@@ -156,7 +194,8 @@ def architecture(description: str) -> str | None:
 
 
 def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-                     source_backbone: str | None = None, model_backbone: str | None = None) -> TransferReport:
+                     source_backbone: str | None = None, model_backbone: str | None = None,
+                     reinit_classes: bool = False) -> TransferReport:
     """Load the tensors of `state` (our key names) that fit `model` by name and shape; report the rest.
 
     Args:
@@ -164,6 +203,9 @@ def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
         state: a state dict in our key names (see `torchvision_to_ours`).
         source: how to name the file in errors (``"model.init_from='x.ckpt'"``).
         source_backbone, model_backbone: descriptions for the error (default: `describe_backbone`).
+        reinit_classes: keep the class-specific tensors (`CLASS_SPECIFIC`) at their fresh init even
+            where their shapes fit: the file's classes are other categories (the caller compared
+            the category tables; this function sees only tensors).
 
     Raises:
         BackboneMismatch: the two backbones are known architectures that differ (ResNet-34's
@@ -175,13 +217,15 @@ def transfer_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
     model_backbone = model_backbone or describe_backbone(model.state_dict())
     own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    report = TransferReport(source_classes=_num_classes(state), model_classes=_num_classes(own))
+    report = TransferReport(source_classes=num_classes_of(state), model_classes=num_classes_of(own))
     other_classes = report.source_classes is not None and report.source_classes != report.model_classes
     load = {}
     for key, value in own.items():
         group = group_of(key)
         if key not in state:
             report.add(group, "missing")
+        elif reinit_classes and key.startswith(CLASS_SPECIFIC):
+            report.add(group, "re-initialised")
         elif tuple(state[key].shape) == tuple(value.shape):
             load[key] = state[key]
             report.add(group, "loaded")
