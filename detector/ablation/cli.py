@@ -20,6 +20,8 @@ flags; ``pip install -e '.[cluster]'``). Each run holds its own OS lock
 (``DIR/runs/<run>/.run.lock``, :mod:`detector.ablation.lock`), so several launchers can share a
 folder: a run another launcher holds is skipped here and counted as running elsewhere; the
 tables are written under ``DIR/.results.lock``.
+``--records DIR`` keeps each finished run's small record files in ``DIR/runs/<run>/`` and restores
+them into an empty ``--out`` (:mod:`detector.ablation.archive`), so finished runs outlive the run folder.
 A run counts only once its final checkpoint has reached the whole schedule (see
 :mod:`detector.ablation.progress`): an interrupted training is resumed, never tabulated.
 """
@@ -35,6 +37,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .archive import archive_records, restore_records
 from .grid import Axis, combinations, for_variant, parse_grid
 from .launchers import (
     SlurmOptions,
@@ -84,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true",
                    help="after a failed run, go on with the others (the table marks it missing)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    p.add_argument("--records", type=Path, metavar="DIR",
+                   help="keep finished runs' records (run.json, commands, metrics, analysis; no checkpoints, about "
+                        "190 kB a run) in DIR/runs/<run>/: restored into --out before anything runs where a run's "
+                        "folder is absent or empty, archived there each time the tables are written; a published "
+                        "table's folder (docs/ablation/...) is such a DIR (detector/ablation/archive.py)")
     g = p.add_argument_group("launchers (see detector/ablation/launchers.py and docs/cluster.md)")
     g.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: runs on this machine (default); slurm: one SLURM array task per run, via submitit "
@@ -183,8 +191,13 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
     def recipe_for(spec: RunSpec) -> list[str]:
         return train_recipe(spec, config_args, rest)
 
+    if args.records is not None:
+        restored = restore_records(args.records, args.out, specs, recipe_for, echo, dry_run=args.dry_run)
     if args.dry_run:
         for spec in specs:
+            if args.records is not None and spec.name in restored:
+                echo(f"{spec.name}: complete (restored from --records {args.records} on a real run)")
+                continue
             run = RunDir(args.out, spec)
             rec, problem = run.check_record()
             other = recipe_problem(run.path, recipe_for(spec))
@@ -206,8 +219,11 @@ def main(argv=None, commands: Commands | None = None, echo=print) -> dict:
 
     def tables(plot: bool = True) -> dict:
         with results_lock(args.out):  # another launcher on this folder may be writing them now
-            return write_results(args.out, specs, variants, args.strides, settings, plot=plot, axes=axes,
-                                 recipe_for=recipe_for)
+            doc = write_results(args.out, specs, variants, args.strides, settings, plot=plot, axes=axes,
+                                recipe_for=recipe_for)
+            if args.records is not None:
+                archive_records(args.records, args.out, specs, recipe_for, echo)
+            return doc
 
     outcomes = []
     if not args.report_only:
