@@ -19,12 +19,16 @@ load. A torchvision FPN *state dict* into a single-level model stays accepted (i
 its pyramid is reported unused): that is how torchvision's detectors are fine-tuned here.
 
 Categories. Label ``i`` of the class-specific predictor (`detector.models.transfer.CLASS_SPECIFIC`)
-means the ``i``-th category of the file's table. When the class counts match, the file's table and
-this run's (``category_ids`` / ``category_names``) are compared: the same categories load; the same
-names in another order (or under other ids) load with the rows moved to follow the names; other
-categories are re-initialised with an `InitFromWarning`. When either table is unknown (a state
-dict, a checkpoint saved without one, no table given) the rows load as before, with a warning that
-they could not be compared.
+means the ``i``-th category of the file's table. The file's table and this run's
+(``category_ids`` / ``category_names``) are compared: the same categories load; the same names in
+another order (or under other ids) load with the rows moved to follow the names; where the tables
+share only some names (COCO's 80 categories into a 'person, car, dog' dataset, of any class count),
+the shared categories load their rows by name and the others are re-initialised (`shared_rows`,
+`detector.models.transfer.select_classes`; an `InitFromWarning` when the class counts match,
+since the same count suggests the same categories); with nothing shared the class rows are
+re-initialised (a warning when the counts match). When either table is unknown (a state dict, a
+checkpoint saved without one, no table given) and the counts match, the rows load as before, with
+a warning that they could not be compared; with other counts they are re-initialised.
 
 Read with ``torch.load(weights_only=True)`` (`detector.checkpointing.load_checkpoint`); a local
 file only, never a download. Every refusal is an `InitFromError` naming ``model.init_from``.
@@ -51,6 +55,7 @@ from detector.models.transfer import (
     match_stride,
     num_classes_of,
     permute_classes,
+    select_classes,
     torchvision_to_ours,
     transfer_weights,
 )
@@ -143,9 +148,14 @@ def init_from(model: nn.Module, config: DetectorConfig, path: str, *, category_i
         raise InitFromError(_fpn_message(where, source, model_backbone, config.fpn))
     state = match_stride(source.state, config.stride)  # a ResNet's C5: backbone at stride 32, box head at 16
     reinit, classes = False, ""
-    if num_classes_of(state) == config.num_classes:
-        state, reinit, classes = _match_categories(state, source.categories, _table(category_ids, category_names),
-                                                   where, source.checkpoint)
+    ours, n_file = _table(category_ids, category_names), num_classes_of(state)
+    if n_file == config.num_classes:
+        state, reinit, classes = _match_categories(state, source.categories, ours, where, source.checkpoint,
+                                                   model.state_dict())
+    elif n_file is not None and source.categories is not None and ours is not None \
+            and len(source.categories) == n_file - 1 and (rows := shared_rows(source.categories, ours)) is not None:
+        state = select_classes(state, model.state_dict(), rows)  # the shared categories keep their rows
+        classes = f"; {n_file} -> {config.num_classes} classes: {_shared_clause(rows, ours)}"
     try:
         report = transfer_weights(model, state, source=where, source_backbone=source.backbone,
                                   model_backbone=model_backbone, reinit_classes=reinit)
@@ -199,9 +209,38 @@ def class_order(source: Table, model: Table) -> list[int] | None:
     return same if source == model else None
 
 
+def shared_rows(source: Table, model: Table) -> list[int | None] | None:
+    """The file's label for each of the model's labels where the category is in both tables, by
+    name (None where it is only in this run; background ``0 -> 0``), or None when no category is
+    shared or a table lacks names or repeats one (then a name says nothing about a category).
+
+    Example:
+        >>> shared_rows([(1, "person"), (2, "bicycle"), (3, "car")], [(1, "car"), (2, "kite")])
+        [0, 3, None]
+    """
+    source_names, model_names = [n for _, n in source], [n for _, n in model]
+    if None in source_names + model_names or len(set(source_names)) < len(source_names) \
+            or len(set(model_names)) < len(model_names):
+        return None
+    rows = [0] + [source_names.index(n) + 1 if n in source_names else None for n in model_names]
+    return rows if any(r is not None for r in rows[1:]) else None
+
+
+def _shared_clause(rows: list[int | None], model: Table) -> str:
+    kept = [model[j - 1][1] for j in range(1, len(rows)) if rows[j] is not None]
+    fresh = [model[j - 1][1] for j in range(1, len(rows)) if rows[j] is None]
+    text = (f"the class rows of {len(kept)} shared categor{'y' if len(kept) == 1 else 'ies'} loaded by name "
+            f"({', '.join(map(repr, kept[:3]))}{', ...' if len(kept) > 3 else ''})")
+    if fresh:
+        text += (f", {len(fresh)} other{'s' if len(fresh) > 1 else ''} re-initialised "
+                 f"({', '.join(map(repr, fresh[:3]))}{', ...' if len(fresh) > 3 else ''})")
+    return text
+
+
 def _match_categories(state: dict[str, torch.Tensor], source: Table | None, model: Table | None, where: str,
-                      checkpoint: bool) -> tuple[dict[str, torch.Tensor], bool, str]:
-    """``(state, re-initialise the class rows?, clause for the printed line)`` for equal class counts."""
+                      checkpoint: bool, fresh: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool, str]:
+    """``(state, re-initialise the class rows?, clause for the printed line)`` for equal class counts
+    (`fresh`: the model's own state, for the rows of categories the file lacks)."""
     if source is None or model is None:
         why = ("this run's category table was not given (no datamodule with category_ids)" if model is None else
                "the file stores no category table" + (" (a checkpoint saved without a datamodule that has "
@@ -214,6 +253,13 @@ def _match_categories(state: dict[str, torch.Tensor], source: Table | None, mode
             "in the same order", InitFromWarning, stacklevel=3)
         return state, False, "; categories not compared (no table): the class-specific predictor loaded as is"
     order = class_order(source, model)
+    if order is None and (rows := shared_rows(source, model)) is not None:
+        clause = _shared_clause(rows, model)
+        warnings.warn(
+            f"{where}: the file's categories differ from this run's ({_differences(source, model)}): {clause}; "
+            "each row follows its category's name, so no row scores another category than the one it learned",
+            InitFromWarning, stacklevel=3)
+        return select_classes(state, fresh, rows), False, f"; categories differ: {clause}"
     if order is None:
         differences = _differences(source, model)
         warnings.warn(

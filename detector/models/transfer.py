@@ -187,6 +187,45 @@ def permute_classes(state: Mapping[str, torch.Tensor], order: Sequence[int]) -> 
     return out
 
 
+def select_classes(state: Mapping[str, torch.Tensor], fresh: Mapping[str, torch.Tensor],
+                   rows: Sequence[int | None]) -> dict[str, torch.Tensor]:
+    """`state` with each class-specific tensor (`CLASS_SPECIFIC`) rebuilt at the model's class count
+    ``len(rows)``: label ``j`` holds the file's label ``rows[j]``, or keeps `fresh`'s rows (the
+    model's own initialisation) where ``rows[j]`` is None. Why: a checkpoint trained on other
+    categories that share some with this run (COCO's 80 into a 'person, car' dataset) keeps what
+    it learned for the shared ones instead of dropping every class row.
+
+    Blocks of ``m`` rows move together as in `permute_classes`. A tensor whose per-class block
+    has another shape (another mask resolution, a class-agnostic box regressor) is left as it is,
+    for `transfer_weights` to report.
+
+    Example:
+        >>> state = {"roi_heads.box_predictor.cls_score.weight": torch.tensor([[0.0], [1.0], [2.0], [3.0]])}
+        >>> fresh = {"roi_heads.box_predictor.cls_score.weight": torch.full((3, 1), -1.0)}
+        >>> select_classes(state, fresh, [0, 3, None])["roi_heads.box_predictor.cls_score.weight"].flatten()
+        tensor([ 0.,  3., -1.])
+    """
+    n_source = num_classes_of(state)
+    if n_source is None:
+        return dict(state)
+    take = [j for j, r in enumerate(rows) if r is not None]
+    index = torch.tensor([rows[j] for j in take], dtype=torch.long)
+    out = dict(state)
+    for key, value in state.items():
+        if not key.startswith(CLASS_SPECIFIC) or key not in fresh or value.shape[0] % n_source:
+            continue
+        target = fresh[key]
+        if target.shape[0] % len(rows):
+            continue
+        source = value.reshape(n_source, -1, *value.shape[1:])  # (K_file*m, ...) -> (K_file, m, ...)
+        blocks = target.reshape(len(rows), -1, *target.shape[1:]).clone()  # (K*m, ...) -> (K, m, ...)
+        if source.shape[1:] != blocks.shape[1:]:
+            continue
+        blocks[take] = source[index].to(blocks.dtype)
+        out[key] = blocks.reshape(target.shape)  # (K, m, ...) -> (K*m, ...)
+    return out
+
+
 def architecture(description: str) -> str | None:
     """``"resnet50"`` of ``"resnet50 stride 16 + FPN"``; None when the description names no known one."""
     name = description.split(" ")[0]

@@ -205,10 +205,14 @@ def test_same_category_table_loads_the_class_rows_without_a_word(trained_run):
     assert _row(report, "box predictor")["loaded"] == 4 and "categor" not in text.splitlines()[0]
 
 
+def _blocks(tensor, n):
+    return tensor.reshape(n, -1, *tensor.shape[1:])  # (K*m, ...) -> (K, m, ...)
+
+
 def test_other_categories_with_the_same_count_are_re_initialised_with_a_warning(trained_run, tmp_path):
     ids, names = _table(trained_run)  # 7 shapes: the checkpoint's own table is kept
     path, stored = _with_table(trained_run, tmp_path, ids, names)
-    ours = ["car", "bus", *names[2:]]  # ids 1, 2 now name other things: the 'circle' rows must not score 'car'
+    ours = ["car", "bus", "kite", "boat", "tram", "ship", "sled"]  # ids 1..7 now name other things
     config = tiny_detector()
     model = build_detector(config)
     fresh = _fresh(model)
@@ -228,6 +232,47 @@ def test_other_categories_with_the_same_count_are_re_initialised_with_a_warning(
     with pytest.warns(InitFromWarning, match=r"only in the file: 1 .*only in this run: 11"):
         report, _ = init_from(build_detector(config), config, path, category_ids=other_ids)
     assert report.total("re-initialised") == 4
+
+
+def test_shared_categories_keep_their_rows_by_name_the_others_start_fresh(trained_run, tmp_path):
+    ids, names = _table(trained_run)
+    path, stored = _with_table(trained_run, tmp_path, ids, names)
+    n = len(ids) + 1
+
+    # same count, two categories replaced: the five shared ones keep their rows, the two new ones start fresh
+    ours = ["car", "bus", *names[2:]]
+    config = tiny_detector()
+    model = build_detector(config)
+    fresh = _fresh(model)
+    with pytest.warns(InitFromWarning, match=r"categories differ .*same id, other name: 1 .*'car'.*the class rows of "
+                                             r"5 shared categories loaded by name .*2 others re-initialised \('car', 'bus'\)"):
+        report, text = init_from(model, config, path, category_ids=ids, category_names=ours)
+    state = model.state_dict()
+    for key in PREDICTOR:
+        got, want, new = _blocks(state[key], n), _blocks(stored[key], n), _blocks(fresh[key], n)
+        assert torch.equal(got[[0, *range(3, n)]], want[[0, *range(3, n)]]), key  # background and the shared ones
+        assert torch.equal(got[[1, 2]], new[[1, 2]]), key  # 'car' and 'bus': the model's own init, not 'circle' rows
+    assert "categories differ: the class rows of 5 shared categories" in text.splitlines()[0]
+
+    # another class count (COCO-style 8 -> a 3-category dataset), two shared in another order, one new
+    ours = [names[3], "kite", names[0]]
+    config4 = tiny_detector(num_classes=4)
+    model = build_detector(config4)
+    fresh = _fresh(model)
+    report, text = _init_quietly(model, config4, path, category_ids=[5, 6, 7], category_names=ours)
+    assert _row(report, "box predictor")["loaded"] == 4 and report.total("re-initialised") == 0
+    state = model.state_dict()
+    for key in PREDICTOR:
+        got, want, new = _blocks(state[key], 4), _blocks(stored[key], n), _blocks(fresh[key], 4)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[4]) and torch.equal(got[3], want[1]), key
+        assert torch.equal(got[2], new[2]), key  # 'kite' is not in the file
+    assert (f"{n} -> 4 classes: the class rows of 2 shared categories loaded by name ({names[3]!r}, {names[0]!r}), "
+            "1 other re-initialised ('kite')") in text.splitlines()[0]
+
+    # nothing shared, or no names on this side: re-initialised as before, without a category warning
+    for table in ({"category_ids": [1, 2, 3], "category_names": ["a", "b", "c"]}, {"category_ids": [1, 2, 3]}):
+        report, text = _init_quietly(build_detector(config4), config4, path, **table)
+        assert report.total("re-initialised") == 4 and "re-initialised" in text.splitlines()[0]
 
 
 def test_same_categories_in_another_order_move_the_rows_by_name(trained_run, tmp_path):

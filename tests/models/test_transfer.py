@@ -13,7 +13,7 @@ from model_helpers import tiny_config
 
 import detector.models.transfer as transfer
 from detector.models import build_detector
-from detector.models.transfer import CLASS_SPECIFIC, permute_classes, transfer_weights
+from detector.models.transfer import CLASS_SPECIFIC, permute_classes, select_classes, transfer_weights
 
 MASK = {"mask": True}  # tiny_config: 3 classes, an 8-channel mask head
 
@@ -50,3 +50,18 @@ def test_reinit_classes_keeps_the_fitting_class_rows_fresh():
     for key, value in state.items():
         expected = fresh[key] if key.startswith(CLASS_SPECIFIC) else source.state_dict()[key]
         assert torch.equal(value, expected), key
+
+
+def test_select_classes_builds_every_class_specific_tensor_at_the_model_count():
+    source = build_detector(tiny_config(num_classes=4, **MASK)).state_dict()  # background + 3
+    fresh = build_detector(tiny_config(num_classes=3, **MASK)).state_dict()  # background + 2
+    out = select_classes(source, fresh, [0, 3, None])  # label 1 <- file label 3, label 2 new
+    for key in ("box_predictor.cls_score.weight", "box_predictor.bbox_pred.weight", "box_predictor.bbox_pred.bias",
+                "mask_predictor.mask_fcn_logits.weight", "mask_predictor.mask_fcn_logits.bias"):
+        key = f"roi_heads.{key}"
+        got = out[key].reshape(3, -1, *out[key].shape[1:])  # (K*m, ...) -> (K, m, ...)
+        src = source[key].reshape(4, -1, *source[key].shape[1:])
+        new = fresh[key].reshape(3, -1, *fresh[key].shape[1:])
+        assert out[key].shape == fresh[key].shape, key
+        assert torch.equal(got[0], src[0]) and torch.equal(got[1], src[3]) and torch.equal(got[2], new[2]), key
+    assert all(out[k] is v for k, v in source.items() if not k.startswith(CLASS_SPECIFIC))
