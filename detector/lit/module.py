@@ -34,6 +34,7 @@ What the module adds to the network:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ from detector.evaluation.coco_eval import CocoEvalResult, evaluate_coco, load_co
 from detector.evaluation.distributed import flatten, gather_per_image
 from detector.evaluation.inference import batch_results
 from detector.lit.checkpoints import nonfinite_checkpoint_path
-from detector.lit.init_from import init_from
+from detector.lit.init_from import InitFromWarning, init_from
 from detector.lit.run_state import run_state_of
 from detector.lit.schedule import make_lr_lambda
 from detector.models import DetectorConfig, build_detector
@@ -173,11 +174,17 @@ class DetectorModule(pl.LightningModule):
             text = (f"model.init_from={self.hparams.init_from!r} not applied: the weights come from "
                     f"ckpt_path={resumed!r}")
         else:
-            self.init_from_report, text = init_from(self.model, self.detector_config, self.hparams.init_from,
-                                                    category_ids=self.category_ids,
-                                                    category_names=self.category_names)
-        if self._trainer is None or self.trainer.is_global_zero:
+            with warnings.catch_warnings():
+                if not self._is_rank_zero():  # every rank loads; one says so (N copies of a warning read as N problems)
+                    warnings.simplefilter("ignore", InitFromWarning)
+                self.init_from_report, text = init_from(self.model, self.detector_config, self.hparams.init_from,
+                                                        category_ids=self.category_ids,
+                                                        category_names=self.category_names)
+        if self._is_rank_zero():
             print(text, flush=True)
+
+    def _is_rank_zero(self) -> bool:
+        return self._trainer is None or self.trainer.is_global_zero
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[DETECTOR_KEY] = detector_record(self.category_ids, self.category_names)

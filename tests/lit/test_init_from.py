@@ -416,3 +416,27 @@ def test_fpn_disagreement_is_an_error_naming_the_key_and_the_fix(fpn_run, traine
     torch.save(build_detector(plain).state_dict(), tmp_path / "plain.pth")  # a single-level state dict
     with pytest.raises(InitFromError, match="model.detector.fpn differs"):
         init_from(build_detector(fpn), fpn, str(tmp_path / "plain.pth"))
+
+
+def test_every_rank_loads_only_rank_zero_warns_and_prints(tmp_path, capsys):
+    """Under DDP each rank applies init_from; N copies of a category warning read as N problems."""
+    from types import SimpleNamespace
+
+    from tiny_run import tiny_module_kwargs
+
+    from detector.lit.module import DetectorModule
+
+    kwargs = tiny_module_kwargs(num_classes=3)
+    plain = tmp_path / "plain.pth"  # a state dict: no category table, same class count -> one warning
+    torch.save(build_detector(kwargs["detector"]).state_dict(), plain)
+    for rank_zero in (True, False):
+        module = DetectorModule(**{**kwargs, "init_from": str(plain)})
+        module.category_ids, module.category_names = [1, 2], ["a", "b"]
+        module._trainer = SimpleNamespace(is_global_zero=rank_zero)  # the rank, as a Trainer reports it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module._apply_init_from()
+        ours = [w for w in caught if issubclass(w.category, InitFromWarning)]
+        assert len(ours) == (1 if rank_zero else 0)
+        assert ("model.init_from:" in capsys.readouterr().out) is rank_zero
+        assert module.init_from_report.total("loaded") == len(module.model.state_dict())  # every rank loaded
