@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .lock import RunLock
 from .recipe import recipe_problem
 from .runs import RunDir, RunSpec, read_json
 
@@ -110,9 +111,10 @@ def restore_records(records: Path, out: Path, specs: Iterable[RunSpec], recipe_f
         problem = record_problem(archived, recipe_for(spec))
         if problem:
             echo(f"[{spec.name}] record in {src} not restored: it {problem}")
-        elif not _is_empty(dst):
+        elif not _is_empty(dst) or RunLock(dst).is_held_elsewhere():
             if not _same_file(archived.marker, dst / "run.json"):
-                echo(f"[{spec.name}] record in {src} not restored: {dst} already holds files (kept as they are)")
+                echo(f"[{spec.name}] record in {src} not restored: {dst} already holds files or is being run by "
+                     "another launcher (kept as it is)")
         else:
             if not dry_run:
                 _copy_tree(src, record_files(src), dst)

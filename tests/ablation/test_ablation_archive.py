@@ -11,6 +11,7 @@ import pytest
 
 from detector.ablation.archive import record_files, restore_records
 from detector.ablation.cli import main
+from detector.ablation.lock import RunLock
 from detector.ablation.runner import train_recipe
 from detector.ablation.runs import RunDir, RunSpec
 from detector.ablation.variants import Variant
@@ -73,7 +74,14 @@ def test_restore_keeps_a_run_folder_that_holds_files(fake, tmp_path):
                                echo=lines.append)
     assert restored == ["roi_align_avg_s32_seed0"]
     assert _files(partial) == {partial.relative_to(partial) / "train.log": b"an interrupted training of this machine\n"}
-    assert any("roi_pool_s32_seed0" in line and "already holds files (kept" in line for line in lines)
+    assert any("roi_pool_s32_seed0" in line and "already holds files" in line and "(kept as it is)" in line for line in lines)
+
+    busy = RunDir(tmp_path / "busy", spec).path  # another launcher has just started this run: only its lock exists
+    busy.mkdir(parents=True)
+    with RunLock(busy):
+        assert restore_records(records, tmp_path / "busy", [spec], lambda s: train_recipe(
+            s, ["--config", str(config)], ["--trainer.max_epochs", "1"]), echo=lines.append) == []
+    assert [p.name for p in busy.iterdir()] == [".run.lock"]
 
 
 def test_a_record_of_another_command_is_neither_restored_nor_overwritten(fake, tmp_path):
