@@ -23,7 +23,7 @@ means the ``i``-th category of the file's table. The file's table and this run's
 (``category_ids`` / ``category_names``) are compared: the same categories load; the same names in
 another order (or under other ids) load with the rows moved to follow the names; where the tables
 share only some names (COCO's 80 categories into a 'person, car, dog' dataset, of any class count),
-the shared categories load their rows by name and the others are re-initialised (`shared_rows`,
+the shared categories load their rows by name and the others are re-initialised (`detector.lit.category_match.shared_rows`,
 `detector.models.transfer.select_classes`; an `InitFromWarning` when the class counts match,
 since the same count suggests the same categories); with nothing shared the class rows are
 re-initialised (a warning when the counts match). When either table is unknown (a state dict, a
@@ -46,6 +46,15 @@ import torch
 from torch import nn
 
 from detector.checkpointing import DETECTOR_KEY, MODEL_PREFIX, load_checkpoint, module_hparams
+from detector.lit.category_match import (
+    Table,
+    class_order,
+    differences,
+    examples,
+    make_table,
+    shared_clause,
+    shared_rows,
+)
 from detector.models import DetectorConfig
 from detector.models.transfer import (
     BackboneMismatch,
@@ -61,8 +70,6 @@ from detector.models.transfer import (
 )
 
 KEY = "model.init_from"
-#: A category table in label order: ``[(category id, name or None), ...]`` (label ``i`` is entry ``i - 1``).
-Table = list[tuple[int, str | None]]
 
 
 class InitFromError(ValueError):
@@ -105,7 +112,7 @@ def read_init_state(path: str, stride: int, fpn: bool = False) -> InitSource:
         backbone = f"{detector.get('backbone')} stride {detector.get('stride')}{' + FPN' if source_fpn else ''}"
         record = data[DETECTOR_KEY] or {}
         return InitSource(state, f"checkpoint of ours ({int(detector.get('num_classes', 0))} classes)", backbone,
-                          source_fpn, True, _table(record.get("category_ids"), record.get("category_names")))
+                          source_fpn, True, make_table(record.get("category_ids"), record.get("category_names")))
     if len(data) == 1 and next(iter(data)) in ("model", "state_dict") and isinstance(next(iter(data.values())), dict):
         data = next(iter(data.values()))  # torchvision's references save {"model": state_dict, ...}
     if not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -148,14 +155,14 @@ def init_from(model: nn.Module, config: DetectorConfig, path: str, *, category_i
         raise InitFromError(_fpn_message(where, source, model_backbone, config.fpn))
     state = match_stride(source.state, config.stride)  # a ResNet's C5: backbone at stride 32, box head at 16
     reinit, classes = False, ""
-    ours, n_file = _table(category_ids, category_names), num_classes_of(state)
+    ours, n_file = make_table(category_ids, category_names), num_classes_of(state)
     if n_file == config.num_classes:
         state, reinit, classes = _match_categories(state, source.categories, ours, where, source.checkpoint,
                                                    model.state_dict())
     elif n_file is not None and source.categories is not None and ours is not None \
             and len(source.categories) == n_file - 1 and (rows := shared_rows(source.categories, ours)) is not None:
         state = select_classes(state, model.state_dict(), rows)  # the shared categories keep their rows
-        classes = f"; {n_file} -> {config.num_classes} classes: {_shared_clause(rows, ours)}"
+        classes = f"; {n_file} -> {config.num_classes} classes: {shared_clause(rows, ours)}"
     try:
         report = transfer_weights(model, state, source=where, source_backbone=source.backbone,
                                   model_backbone=model_backbone, reinit_classes=reinit)
@@ -171,70 +178,6 @@ def init_from(model: nn.Module, config: DetectorConfig, path: str, *, category_i
                  f"{config.resolved_norm}): only their affine weights loaded; set model.detector.norm: frozen_bn "
                  "to keep the file's statistics")
     return report, text
-
-
-def _table(ids: Sequence[int] | None, names: Sequence[str] | None) -> Table | None:
-    if ids is None:
-        return None
-    ids = [int(i) for i in ids]
-    named = names is not None and len(names) == len(ids)
-    return list(zip(ids, [str(n) for n in names] if named else [None] * len(ids)))
-
-
-def class_order(source: Table, model: Table) -> list[int] | None:
-    """The file's label for each of the model's labels (``[0, ...]``, background first), or None
-    when the two tables hold other categories.
-
-    A category is known by its name where both tables name every category, uniquely: the same
-    names in another order, or under other ids (a renumbered copy of a dataset), still match.
-    Where a side has no names, the ids must be equal, in order; where names repeat, the whole
-    tables must be (ids and names).
-
-    Example:
-        >>> class_order([(1, "cat"), (2, "dog")], [(1, "dog"), (2, "cat")])
-        [0, 2, 1]
-        >>> class_order([(1, "cat"), (2, "dog")], [(1, "car"), (2, "bus")]) is None
-        True
-    """
-    if len(source) != len(model):
-        return None
-    same = list(range(len(model) + 1))
-    source_names, model_names = [n for _, n in source], [n for _, n in model]
-    if None in source_names + model_names:
-        return same if [i for i, _ in source] == [i for i, _ in model] else None
-    if len(set(source_names)) == len(source_names):
-        if sorted(source_names) != sorted(model_names):
-            return None
-        return [0] + [source_names.index(name) + 1 for name in model_names]
-    return same if source == model else None
-
-
-def shared_rows(source: Table, model: Table) -> list[int | None] | None:
-    """The file's label for each of the model's labels where the category is in both tables, by
-    name (None where it is only in this run; background ``0 -> 0``), or None when no category is
-    shared or a table lacks names or repeats one (then a name says nothing about a category).
-
-    Example:
-        >>> shared_rows([(1, "person"), (2, "bicycle"), (3, "car")], [(1, "car"), (2, "kite")])
-        [0, 3, None]
-    """
-    source_names, model_names = [n for _, n in source], [n for _, n in model]
-    if None in source_names + model_names or len(set(source_names)) < len(source_names) \
-            or len(set(model_names)) < len(model_names):
-        return None
-    rows = [0] + [source_names.index(n) + 1 if n in source_names else None for n in model_names]
-    return rows if any(r is not None for r in rows[1:]) else None
-
-
-def _shared_clause(rows: list[int | None], model: Table) -> str:
-    kept = [model[j - 1][1] for j in range(1, len(rows)) if rows[j] is not None]
-    fresh = [model[j - 1][1] for j in range(1, len(rows)) if rows[j] is None]
-    text = (f"the class rows of {len(kept)} shared categor{'y' if len(kept) == 1 else 'ies'} loaded by name "
-            f"({', '.join(map(repr, kept[:3]))}{', ...' if len(kept) > 3 else ''})")
-    if fresh:
-        text += (f", {len(fresh)} other{'s' if len(fresh) > 1 else ''} re-initialised "
-                 f"({', '.join(map(repr, fresh[:3]))}{', ...' if len(fresh) > 3 else ''})")
-    return text
 
 
 def _match_categories(state: dict[str, torch.Tensor], source: Table | None, model: Table | None, where: str,
@@ -254,21 +197,21 @@ def _match_categories(state: dict[str, torch.Tensor], source: Table | None, mode
         return state, False, "; categories not compared (no table): the class-specific predictor loaded as is"
     order = class_order(source, model)
     if order is None and (rows := shared_rows(source, model)) is not None:
-        clause = _shared_clause(rows, model)
+        clause = shared_clause(rows, model)
         warnings.warn(
-            f"{where}: the file's categories differ from this run's ({_differences(source, model)}): {clause}; "
+            f"{where}: the file's categories differ from this run's ({differences(source, model)}): {clause}; "
             "each row follows its category's name, so no row scores another category than the one it learned",
             InitFromWarning, stacklevel=3)
         return select_classes(state, fresh, rows), False, f"; categories differ: {clause}"
     if order is None:
-        differences = _differences(source, model)
+        differ = differences(source, model)
         warnings.warn(
-            f"{where}: the file's categories differ from this run's ({differences}), so its class-specific predictor "
+            f"{where}: the file's categories differ from this run's ({differ}), so its class-specific predictor "
             "(box_predictor.cls_score / bbox_pred, mask_predictor.mask_fcn_logits) is re-initialised, not loaded: "
             "otherwise label i would score this run's category i with the weights learned for the file's. Nothing to "
             "do to fine-tune on the new categories; to reuse the file's class weights, train on data with its "
-            f"category table ({_examples(source)})", InitFromWarning, stacklevel=3)
-        return state, True, f"; categories differ ({differences}): the class-specific predictor is re-initialised"
+            f"category table ({examples(source)})", InitFromWarning, stacklevel=3)
+        return state, True, f"; categories differ ({differ}): the class-specific predictor is re-initialised"
     if order == sorted(order):
         same = [i for i, _ in source] == [i for i, _ in model]
         return state, False, "" if same else "; other category ids, same names: the class rows loaded by name"
@@ -276,26 +219,6 @@ def _match_categories(state: dict[str, torch.Tensor], source: Table | None, mode
     return (permute_classes(state, order), False,
             f"; same categories in another order: the class rows follow the names (file label -> label: "
             f"{', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''})")
-
-
-def _examples(table: Table, limit: int = 3) -> str:
-    shown = ", ".join(f"{i} {n!r}" if n is not None else str(i) for i, n in table[:limit])
-    return shown + (f", ... ({len(table)} in all)" if len(table) > limit else "")
-
-
-def _differences(source: Table, model: Table) -> str:
-    """The first few differences, e.g. ``same id, other name: 1 'cat' -> 'car', 2 'dog' -> 'bus'``."""
-    ours, theirs = dict(source), dict(model)
-    renamed = [(i, n) for i, n in source if i in theirs and None not in (n, theirs[i]) and theirs[i] != n]
-    parts = [
-        ("only in the file", [(i, n) for i, n in source if i not in theirs]),
-        ("only in this run", [(i, n) for i, n in model if i not in ours]),
-    ]
-    text = [f"{label}: {_examples(rows)}" for label, rows in parts if rows]
-    if renamed:
-        shown = ", ".join(f"{i} {n!r} -> {theirs[i]!r}" for i, n in renamed[:3])
-        text.append(f"same id, other name: {shown}{', ...' if len(renamed) > 3 else ''}")
-    return "; ".join(text) or f"the same categories in another order: file {_examples(source)}; this run {_examples(model)}"
 
 
 def _fpn_message(where: str, source: InitSource, model_backbone: str, model_fpn: bool) -> str:

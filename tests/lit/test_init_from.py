@@ -15,7 +15,8 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from detector.checkpointing import DETECTOR_KEY, detector_record, load_checkpoint
-from detector.lit.init_from import InitFromError, InitFromWarning, class_order, init_from
+from detector.lit.category_match import class_order
+from detector.lit.init_from import InitFromError, InitFromWarning, init_from
 from detector.models import build_detector
 from detector.models.transfer import BackboneMismatch, torchvision_to_ours, transfer_weights
 
@@ -440,3 +441,12 @@ def test_every_rank_loads_only_rank_zero_warns_and_prints(tmp_path, capsys):
         assert len(ours) == (1 if rank_zero else 0)
         assert ("model.init_from:" in capsys.readouterr().out) is rank_zero
         assert module.init_from_report.total("loaded") == len(module.model.state_dict())  # every rank loaded
+
+
+def test_category_match_docstring_examples():
+    import doctest
+
+    import detector.lit.category_match as category_match
+
+    result = doctest.testmod(category_match, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
